@@ -1,0 +1,1 @@
+"""The `zoo` command line (Typer). Thin: every verb is one call into zoo.api."""

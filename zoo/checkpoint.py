@@ -1,0 +1,119 @@
+"""A checkpoint folder: config.json + model.safetensors + README.md (model card).
+
+This is what `zoo finetune` and `zoo convert` write, what `zoo push` publishes and what
+`create_model(pretrained=True)` reads after a pull. Weights load from safetensors only."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import CheckpointError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+CARD = "README.md"
+
+
+def read_config(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint folder: {CONFIG} is missing")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    for key in ("model", "config"):
+        if key not in cfg:
+            raise CheckpointError(f"{path}: missing field '{key}'")
+    return cfg
+
+
+def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: str | None = None,
+                    card: bool = True) -> Path:
+    """Write a checkpoint folder atomically (temp folder, then rename).
+
+    `meta` holds model, tag, task, dataset, config (builder kwargs), metrics, eval_data, command,
+    license. `dtype="float16"` stores floating weights in half precision (buffers too)."""
+    from safetensors.torch import save_file
+
+    import zoo
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        if dtype == "float16" and v.is_floating_point():
+            v = v.half()
+        state[k] = v
+    # tied weights share storage; safetensors refuses shared tensors, so store copies
+    seen: set[int] = set()
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen and v.numel():
+            state[k] = v.clone()
+        seen.add(ptr)
+    meta = {"zoo_version": zoo.__version__, "weights_dtype": dtype or "float32", **meta}
+    # each file is written to a temp name and renamed: a kill never leaves half a file, and the
+    # folder's other content (a run's training state) stays
+    _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    _atomic(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
+    if card:
+        card_obj = make_card(meta)
+        if card_obj is not None:
+            _atomic(folder / CARD, lambda p: card_obj.save(str(p)))
+    return folder
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def make_card(meta: dict):
+    try:
+        from zoo.hub import make_model_card
+    except ImportError:  # the hub module is optional for writing weights
+        return None
+    return make_model_card(meta)
+
+
+def load_weights(model, folder: str | Path, strict: bool = True):
+    """Load model.safetensors into `model` (dtype cast to the model's). Shape mismatches -> one line."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS} is missing")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+        raise CheckpointError(f"{path}: weights do not match the architecture: " + ", ".join(parts))
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{path}: '{k}' has shape {tuple(v.shape)}, the architecture expects "
+                                  f"{tuple(own[k].shape)}; the config does not match these weights")
+        if k in own:
+            state[k] = v.to(own[k].dtype)
+    model.load_state_dict(state, strict=strict)
+    return model

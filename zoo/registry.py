@@ -1,0 +1,213 @@
+"""The registry: `registry.yaml` validated by a pydantic schema. Imports no torch."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zoo.errors import ConfigError, NotReadyError, UnknownNameError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Paper(_Strict):
+    title: str
+    arxiv: Optional[str] = None
+    venue: Optional[str] = None
+    code: Optional[str] = None          # official code URL, or null when none exists
+    code_license: Optional[str] = None  # licence of the official code ("none" when it has no LICENSE)
+
+
+class Reported(_Strict):
+    """A number the paper (or its official README/config) reports. Never ours."""
+    metric: str
+    value: float | str
+    dataset: Optional[str] = None
+    source: str                         # e.g. "paper Table 3", "official README"
+    note: Optional[str] = None
+
+
+class Checkpoint(_Strict):
+    dataset: str
+    repo: str                           # hub repo id, org/name
+    revision: str                       # pinned commit sha (or tag for folder hubs)
+    files: dict[str, str]               # file name -> sha256
+    license: str
+    made_by: str                        # the exact command that produced the weights
+    config: dict[str, Any] = Field(default_factory=dict)   # overrides of the entry config
+    metrics: dict[str, float] = Field(default_factory=dict)  # measured by our own `zoo eval`
+    eval_data: Optional[str] = None     # what the metrics were measured on
+    note: Optional[str] = None
+
+    @field_validator("files")
+    @classmethod
+    def _sha256(cls, files):
+        for name, digest in files.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"file '{name}' needs a 64-hex sha256, got '{digest}'")
+        return files
+
+
+class ModelEntry(_Strict):
+    family: str
+    task: str
+    status: Literal["ready", "planned"]
+    description: str
+    paper: Paper
+    builder: Optional[str] = None       # "zoo.models.deeponet:deeponet"
+    config: dict[str, Any] = Field(default_factory=dict)
+    datasets: list[str] = Field(default_factory=list)
+    reported: list[Reported] = Field(default_factory=list)
+    checkpoints: dict[str, Checkpoint] = Field(default_factory=dict)
+    default_checkpoint: Optional[str] = None
+    weights_note: Optional[str] = None  # why there are no (official) weights
+    ours: bool = False                  # a size config of ours, not a paper variant
+
+    @field_validator("builder")
+    @classmethod
+    def _builder(cls, value):
+        if value is not None and value.count(":") != 1:
+            raise ValueError("builder must look like 'zoo.models.module:function'")
+        return value
+
+
+class PaperWithoutModel(_Strict):
+    title: str
+    arxiv: Optional[str] = None
+    reason: str
+
+
+class Registry(_Strict):
+    version: int
+    hub_org: str
+    models: dict[str, ModelEntry]
+    papers_without_model: list[PaperWithoutModel] = Field(default_factory=list)
+
+
+def registry_path() -> Path:
+    """The wheel carries zoo/registry.yaml; a source checkout keeps it at the repository root."""
+    if os.environ.get("ZOO_REGISTRY"):
+        return Path(os.environ["ZOO_REGISTRY"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "registry.yaml", here.parent / "registry.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("registry.yaml not found next to the zoo package")
+
+
+def _one_line(err: ValidationError, raw: dict) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc)
+    if len(loc) >= 2 and loc[0] == "models":
+        where = f"entry '{loc[1]}', field '{'.'.join(loc[2:]) or '?'}'"
+    return f"registry: {where}: {first['msg']}"
+
+
+def parse_registry(text: str, source: str = "registry.yaml") -> Registry:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}:{line} is not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        reg = Registry.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err, raw)) from None
+    for name, entry in reg.models.items():
+        if entry.status == "ready" and not entry.builder:
+            raise ConfigError(f"registry: entry '{name}', field 'builder': a ready model needs a builder")
+        if entry.default_checkpoint and entry.default_checkpoint not in entry.checkpoints:
+            raise ConfigError(f"registry: entry '{name}', field 'default_checkpoint': "
+                              f"'{entry.default_checkpoint}' is not one of its checkpoints")
+    return reg
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime: float) -> Registry:
+    return parse_registry(Path(path).read_text(encoding="utf-8"), source=Path(path).name)
+
+
+def load_registry() -> Registry:
+    path = registry_path()
+    return _load(str(path), path.stat().st_mtime)
+
+
+# ---- name resolution ------------------------------------------------------------------------
+
+def all_names(reg: Registry | None = None) -> list[str]:
+    reg = reg or load_registry()
+    names = list(reg.models)
+    for name, entry in reg.models.items():
+        names += [f"{name}.{tag}" for tag in entry.checkpoints]
+    return names
+
+
+def resolve(name: str, dataset: str | None = None) -> tuple[str, ModelEntry, Optional[str]]:
+    """`name` or `name.tag` -> (model name, entry, checkpoint tag or None).
+
+    A bare name with `dataset` picks the checkpoint trained on that dataset; otherwise the
+    entry's default checkpoint."""
+    reg = load_registry()
+    model, _, tag = name.partition(".")
+    if model not in reg.models:
+        raise UnknownNameError("model", name, all_names(reg))
+    entry = reg.models[model]
+    if tag:
+        if tag not in entry.checkpoints:
+            choices = list(entry.checkpoints)
+            if not choices:
+                raise UnknownNameError(f"checkpoint of '{model}' (it has none)", tag, [])
+            raise UnknownNameError(f"checkpoint tag of '{model}'", tag, choices)
+        return model, entry, tag
+    if dataset:
+        for t, ck in entry.checkpoints.items():
+            if ck.dataset == dataset:
+                return model, entry, t
+    return model, entry, entry.default_checkpoint
+
+
+def list_models(task: str | None = None, family: str | None = None, status: str | None = None,
+                pretrained: bool = False) -> list[str]:
+    reg = load_registry()
+    tasks = {e.task for e in reg.models.values()}
+    if task and task not in tasks:
+        raise UnknownNameError("task", task, tasks)
+    families = {e.family for e in reg.models.values()}
+    if family and family not in families:
+        raise UnknownNameError("family", family, families)
+    out = []
+    for name, e in reg.models.items():
+        if (task and e.task != task) or (family and e.family != family) or (status and e.status != status):
+            continue
+        if pretrained:
+            out += [f"{name}.{t}" for t in e.checkpoints]
+        else:
+            out.append(name)
+    return out
+
+
+def import_builder(entry: ModelEntry, name: str):
+    if entry.status != "ready":
+        raise NotReadyError(f"model '{name}' is planned, not built yet (see `zoo info {name}`)")
+    module, fn = entry.builder.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def model_config(entry: ModelEntry, tag: str | None, overrides: dict | None = None) -> dict:
+    cfg = dict(entry.config)
+    if tag:
+        cfg.update(entry.checkpoints[tag].config)
+    cfg.update(overrides or {})
+    return cfg

@@ -1,0 +1,268 @@
+"""The one fine-tune loop for every task.
+
+Seeded and resumable: the batch order is a pure function of (seed, epoch), and model, optimizer,
+scheduler and RNG states are saved atomically every `save_every` steps to `<out>/.train/state.pt`,
+so `--resume` after a kill ends exactly where an uninterrupted run ends. Past one process it runs
+under torch.distributed.run (DDP; gloo on CPU, nccl on GPU); only rank 0 writes. The result is a
+checkpoint folder (config.json + model.safetensors + README.md) that eval, export and push accept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(".train") / "state.pt"
+
+
+def _dist():
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        import torch
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int):
+    """Index batches of one epoch: a permutation fixed by (seed, epoch), sharded over ranks."""
+    import torch
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_step = batch * world
+    steps = max(1, n // per_step) if n >= per_step else 1
+    for s in range(steps):
+        chunk = perm[s * per_step:(s + 1) * per_step]
+        yield chunk[rank::world].tolist()
+
+
+def command_line(args: dict) -> str:
+    """The exact `zoo finetune` command that reproduces this run (stored with the weights)."""
+    parts = ["zoo", "finetune", args["name"]]
+    for key in ("dataset", "data", "steps", "epochs", "batch_size", "lr", "seed"):
+        if args.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(args[key])]
+    if args.get("pretrained"):
+        parts.append("--pretrained")
+    for k, v in sorted(args.get("options", {}).items()):
+        if k in ("json",):
+            continue
+        parts += ["-o", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    parts += ["--out", args["out"]]
+    return shlex.join(parts)
+
+
+def run(args: dict) -> dict:
+    import torch
+    from torch.utils.data import Subset
+
+    from zoo.api import _dataset_for, load
+    from zoo.checkpoint import save_checkpoint
+    from zoo.errors import CheckpointError
+
+    rank, world = _dist()
+    out = Path(args["out"])
+    state_path = out / STATE
+    options = dict(args.get("options") or {})
+    if args.get("resume") and not state_path.is_file():
+        raise CheckpointError(f"nothing to resume in {out}: no training state ({STATE}) there")
+    if not args.get("resume") and state_path.is_file() and not options.get("overwrite"):
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+    seed = int(args.get("seed") or 0)
+    torch.manual_seed(seed)
+    pretrained = bool(args.get("pretrained"))
+    loaded = load(args["name"], pretrained=pretrained, dataset=args.get("dataset"), hub=args.get("hub"),
+                  require_weights=pretrained)
+    torch.manual_seed(seed)  # the same init whatever happened while loading
+    task, model = loaded.task, loaded.model
+    options["pretrained"] = pretrained
+    dataset_name = args.get("dataset") or loaded.dataset
+    train_set, dataset_name = _dataset_for(loaded, dataset_name, args.get("data"), "train", options)
+    if len(train_set) == 0:
+        from zoo.errors import DataError
+        raise DataError("the training set is empty")
+    if not args.get("resume"):
+        task.prepare(model, train_set, options)
+
+    batch = int(args.get("batch_size") or task.default_batch_size)
+    per_rank = max(1, batch // world)
+    n = len(train_set)
+    steps_per_epoch = max(1, n // (per_rank * world)) if n >= per_rank * world else 1
+    total = int(args["steps"]) if args.get("steps") else (
+        int(args["epochs"]) * steps_per_epoch if args.get("epochs") else task.default_steps)
+    save_every = int(args.get("save_every") or max(1, min(500, total // 10 or 1)))
+    lr = float(args.get("lr") or task.default_lr)
+
+    module = task.training_module(model, options)
+    groups = module.param_groups(lr) if hasattr(module, "param_groups") else [
+        {"params": [p for p in module.parameters() if p.requires_grad]}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(options.get("weight_decay", 1e-4)))
+    warmup = int(options.get("warmup", 0))
+
+    def lr_at(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))  # cosine to zero
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    step, history = 0, []
+    if args.get("resume"):
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(st["module"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        step, history = int(st["step"]), list(st["history"])
+        if step >= total:
+            total = step
+
+    runs_backward = bool(getattr(module, "runs_backward", False))
+    wrapped = module
+    if world > 1 and not runs_backward:
+        from torch.nn.parallel import DistributedDataParallel
+        wrapped = DistributedDataParallel(module)
+
+    def save_state():
+        if rank != 0:
+            return
+        _atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                            "step": step, "history": history}, state_path)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    show = bool(args.get("progress", True)) and rank == 0
+    t0, t_steps0 = time.perf_counter(), step
+    module.train()
+    last_loss = float("nan")
+    with Progress(TextColumn("[bold]finetune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not show,
+                  transient=False) as bar:
+        job = bar.add_task(f"{loaded.name} on {dataset_name}", total=total, completed=step, loss="-")
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for i, idx in enumerate(_batches(n, per_rank, seed, epoch, rank, world)):
+                if i < offset:
+                    continue
+                items = Subset(train_set, idx)
+                batch_data = task.collate([items[j] for j in range(len(idx))])
+                opt.zero_grad(set_to_none=True)
+                loss, logs = wrapped(batch_data)
+                if not runs_backward:
+                    loss.backward()
+                if world > 1 and runs_backward:
+                    _allreduce_grads(module, world)
+                clip = options.get("grad_clip")
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
+                opt.step()
+                sched.step()
+                step += 1
+                last_loss = float(loss.detach())
+                history.append([step, last_loss])
+                bar.update(job, completed=step, loss=f"{last_loss:.3g}")
+                if step % save_every == 0 or step == total:
+                    save_state()
+                if step >= total:
+                    break
+    elapsed = time.perf_counter() - t0
+    steps_per_s = (step - t_steps0) / elapsed if elapsed > 0 else float("nan")
+
+    summary = {"model": loaded.name, "dataset": dataset_name, "steps": step, "final_loss": last_loss,
+               "steps_per_s": steps_per_s, "world_size": world, "out": str(out)}
+    if rank == 0:
+        final_model = module.model if hasattr(module, "model") else model
+        final_model.eval()
+        metrics, eval_data = {}, None
+        if not options.get("no_eval"):
+            try:
+                test_set, _ = _dataset_for(loaded, dataset_name, args.get("data"), "test", options)
+                with torch.inference_mode():
+                    metrics = task.evaluate(final_model, test_set, options)
+                eval_data = f"{dataset_name or args.get('data')} test split"
+            except Exception as exc:  # the weights are still worth keeping; say why eval was skipped
+                metrics, eval_data = {}, f"not evaluated: {exc}"
+        meta = {"model": loaded.name, "tag": options.get("tag") or dataset_name, "task": loaded.task_name,
+                "dataset": dataset_name, "config": loaded.config, "metrics": metrics, "eval_data": eval_data,
+                "command": command_line(args), "license": options.get("license", "MIT"),
+                "train": {"steps": step, "final_loss": last_loss, "seed": seed, "batch_size": batch,
+                          "lr": lr, "world_size": world}}
+        save_checkpoint(out, final_model, meta, dtype=options.get("dtype"))
+        # keep the training state beside the checkpoint for --resume (save_checkpoint replaced the folder)
+        save_state()
+        summary["metrics"] = metrics
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _allreduce_grads(module, world: int) -> None:
+    import torch.distributed as dist
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def launch_distributed(args: dict, nproc: int) -> dict:
+    """Re-run this loop under torch.distributed.run with `nproc` processes; returns rank 0's summary."""
+    from zoo.errors import ZooError
+    out = Path(args["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    spec = out / ".train" / "launch.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps(args))
+    summary_path = out / ".train" / "summary.json"
+    summary_path.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
+           "-m", "zoo.train", str(spec), str(summary_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0 or not summary_path.is_file():
+        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+        zoo_lines = [ln for ln in lines if ln.startswith("zoo: ")]
+        raise ZooError(zoo_lines[-1][5:] if zoo_lines else
+                       f"distributed fine-tune failed (exit {done.returncode}): {lines[-1] if lines else ''}")
+    return json.loads(summary_path.read_text())
+
+
+def _main(argv: list[str]) -> int:
+    from zoo.errors import ZooError
+    spec, summary_path = Path(argv[0]), Path(argv[1])
+    args = json.loads(spec.read_text())
+    try:
+        summary = run(args)
+    except ZooError as err:
+        print(f"zoo: {err}", file=sys.stderr)
+        return err.exit_code
+    if int(os.environ.get("RANK", "0")) == 0:
+        summary_path.write_text(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
