@@ -269,7 +269,9 @@ _register_extras()
 
 
 def main() -> None:
+    import warnings
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    warnings.filterwarnings("ignore")  # library deprecation chatter is not for the user's terminal
     try:
         app(standalone_mode=False)
     except ZooError as e:

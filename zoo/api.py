@@ -62,7 +62,7 @@ def load(name: str, *, pretrained: bool = True, dataset: str | None = None, hub:
         raise CheckpointError(f"model '{mname}' has no checkpoint"
                               + (f" for dataset '{dataset}'" if dataset else "") + f": {why}")
     use_tag = tag if pretrained else None
-    cfg = _reg.model_config(entry, use_tag, overrides)
+    cfg = _reg.model_config(entry, use_tag, overrides, dataset)
     model = _build(mname, entry, cfg)
     folder, meta = None, {}
     if use_tag:

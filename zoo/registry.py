@@ -64,6 +64,8 @@ class ModelEntry(_Strict):
     paper: Paper
     builder: Optional[str] = None       # "zoo.models.deeponet:deeponet"
     config: dict[str, Any] = Field(default_factory=dict)
+    # builder overrides for training on a dataset from scratch (e.g. DeepONet's CNN branch for darcy)
+    dataset_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     datasets: list[str] = Field(default_factory=list)
     reported: list[Reported] = Field(default_factory=list)
     checkpoints: dict[str, Checkpoint] = Field(default_factory=dict)
@@ -205,9 +207,12 @@ def import_builder(entry: ModelEntry, name: str):
     return getattr(importlib.import_module(module), fn)
 
 
-def model_config(entry: ModelEntry, tag: str | None, overrides: dict | None = None) -> dict:
+def model_config(entry: ModelEntry, tag: str | None, overrides: dict | None = None,
+                 dataset: str | None = None) -> dict:
     cfg = dict(entry.config)
     if tag:
         cfg.update(entry.checkpoints[tag].config)
+    elif dataset:
+        cfg.update(entry.dataset_config.get(dataset, {}))
     cfg.update(overrides or {})
     return cfg

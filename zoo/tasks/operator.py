@@ -63,6 +63,16 @@ def fit_darcy_to_grid(coeff: np.ndarray, sol: np.ndarray, grid: int) -> tuple[np
     return coeff[:, idx][:, :, idx], sol, s
 
 
+def collate_operator(items: list[dict]) -> dict:
+    """Stack samples; query points shared by the whole set stay one (P, d) tensor, so the trunk
+    runs once per batch instead of once per sample."""
+    shared = all(it["points"] is items[0]["points"] for it in items)
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if not (k == "points" and shared)}
+    if shared:
+        out["points"] = items[0]["points"]
+    return out
+
+
 class OperatorTask(Task):
     name = "operator"
     datasets = {
@@ -116,6 +126,9 @@ class OperatorTask(Task):
         return ArrayDataset(coeff[:, None], grid_points(s), sol.reshape(len(sol), -1),
                             meta={"kind": "darcy", "grid": grid, "resolution": s, "source": source})
 
+    def collate(self, items):
+        return collate_operator(items)
+
     # ---- training -----------------------------------------------------------------------
     def prepare(self, model, dataset, options):
         """Fit the output normalisation on the training set (only when training from scratch)."""
@@ -134,7 +147,7 @@ class OperatorTask(Task):
             mse = err.mean()
         scale = getattr(model, "out_std", None)
         loss = mse / scale**2 if scale is not None else mse  # train in normalised units
-        return loss, {"mse": float(mse)}
+        return loss, {"mse": float(mse.detach())}
 
     def example_batch(self, model, model_config, options):
         inp, pts = self.example_input(model, model_config, options)
@@ -146,7 +159,8 @@ class OperatorTask(Task):
         from torch.utils.data import DataLoader
 
         model.eval()
-        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 1024), shuffle=False)
+        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 1024), shuffle=False,
+                            collate_fn=collate_operator)
         sq_sum, n_points, rel = 0.0, 0, []
         for batch in loader:
             pred = model(batch["input"], batch["points"])

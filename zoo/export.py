@@ -1,0 +1,166 @@
+"""Export to onnx / torchscript / pt2 / safetensors; every file is loaded back with its own runtime
+and compared with PyTorch on the task's example input. Past the tolerance: ExportError, exit 1."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from zoo.errors import ExportError, UnknownNameError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2", "safetensors": ".safetensors"}
+
+
+def _flatten(out):
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flatten(v)]
+    return []
+
+
+def _errors(ref, got) -> tuple[float, float, float]:
+    """max abs error, max rel error (relative to each output's largest magnitude), largest magnitude."""
+    import torch
+    if len(ref) != len(got):
+        raise ExportError(f"the exported model returns {len(got)} outputs, PyTorch returns {len(ref)}")
+    abs_err, rel_err, scale = 0.0, 0.0, 0.0
+    for r, g in zip(ref, got):
+        g = torch.as_tensor(g).to(r.dtype)
+        if r.shape != g.shape:
+            raise ExportError(f"exported output shape {tuple(g.shape)} != PyTorch {tuple(r.shape)}")
+        if r.numel() == 0:
+            continue
+        d = float((r - g).abs().max())
+        m = float(r.abs().max())
+        abs_err, scale = max(abs_err, d), max(scale, m)
+        rel_err = max(rel_err, d / max(m, 1e-12))
+    return abs_err, rel_err, scale
+
+
+def export(name: str, format: str = "onnx", *, out=None, fuse: bool = True, hub=None, pretrained: bool = True,
+           options: dict | None = None) -> dict:
+    import torch
+
+    from zoo.api import load
+
+    options = dict(options or {})
+    if format not in FORMATS:
+        raise UnknownNameError("export format", format, FORMATS)
+    loaded = load(name, pretrained=pretrained, hub=hub)
+    model = loaded.model.eval()
+    notes = []
+    if loaded.tag is None and loaded.folder is None:
+        notes.append("no checkpoint for this model: exported with random weights (architecture only)")
+    if fuse and hasattr(model, "fuse"):
+        model = model.fuse() or model
+        notes.append("re-parameterisable branches fused (use --no-fuse to keep them)")
+    if hasattr(model, "export_model"):  # a deploy view (e.g. one head) when the model has one
+        model = model.export_model()
+    task = loaded.task
+    args = tuple(task.example_input(model, loaded.config, options))
+    with torch.inference_mode():
+        ref = _flatten(model(*args))
+    path = Path(out) if out else Path("exports") / f"{loaded.full_name}{FORMATS[format]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # keeps the suffix some loaders insist on
+    t0 = time.perf_counter()
+    try:
+        got = _EXPORTERS[format](model, args, tmp, loaded, notes)
+        os.replace(tmp, path)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{format} export of {loaded.full_name} failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        for extra in tmp.parent.glob(tmp.name + "*"):
+            extra.unlink(missing_ok=True)
+    abs_err, rel_err, scale = _errors(ref, got)
+    atol = float(options.get("atol", 1e-4))
+    rtol = float(options.get("rtol", 1e-4))
+    res = {"model": loaded.full_name, "format": format, "path": str(path),
+           "size_mb": path.stat().st_size / 2**20, "max_abs_err": abs_err, "max_rel_err": rel_err,
+           "atol": atol, "rtol": rtol, "seconds": time.perf_counter() - t0, "notes": notes,
+           "inputs": [list(a.shape) for a in args]}
+    if abs_err > atol + rtol * scale:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{format} export of {loaded.full_name} drifts past the tolerance: max abs error "
+                          f"{abs_err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}; file removed")
+    return res
+
+
+# ---- one function per format: write `path`, load it back, return its outputs ----------------------
+
+def _onnx(model, args, path, loaded, notes):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    names = [f"input{i}" for i in range(len(args))]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic = tuple({0: batch} for _ in args)
+    try:
+        prog = torch.onnx.export(model, args, dynamo=True, input_names=names, dynamic_shapes=dynamic,
+                                 optimize=True, verbose=False)
+        prog.save(str(path))
+        notes.append("exported with the dynamo ONNX exporter, dynamic batch axis")
+    except Exception as exc:  # some graphs only go through the TorchScript-based exporter
+        notes.append(f"dynamo exporter failed ({type(exc).__name__}); used the TorchScript exporter")
+        torch.onnx.export(model, args, str(path), dynamo=False, input_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in names}, opset_version=17)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
+    return [torch.from_numpy(np.asarray(o)) for o in sess.run(None, feeds)]
+
+
+def _torchscript(model, args, path, loaded, notes):
+    import torch
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, args, check_trace=False)
+    torch.jit.save(traced, str(path))
+    back = torch.jit.load(str(path))
+    with torch.inference_mode():
+        return _flatten(back(*args))
+
+
+def _pt2(model, args, path, loaded, notes):
+    import torch
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        prog = torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
+    except Exception:
+        prog = torch.export.export(model, args)
+        notes.append("pt2: static batch size (the graph does not allow a symbolic batch)")
+    torch.export.save(prog, str(path))
+    back = torch.export.load(str(path)).module()
+    with torch.inference_mode():
+        return _flatten(back(*args))
+
+
+def _safetensors(model, args, path, loaded, notes):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from zoo.api import _build
+    from zoo import registry
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    fresh = _build(loaded.name, registry.load_registry().models[loaded.name], loaded.config)
+    if hasattr(model, "fuse") and getattr(model, "fused", False) and hasattr(fresh, "fuse"):
+        fresh = fresh.fuse() or fresh
+    if hasattr(fresh, "export_model") and hasattr(model, "export_model"):
+        fresh = fresh.export_model()
+    fresh.load_state_dict(load_file(str(path)), strict=True)
+    fresh.eval()
+    with torch.inference_mode():
+        return _flatten(fresh(*args))
+
+
+_EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}
