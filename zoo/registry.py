@@ -116,7 +116,7 @@ def _one_line(err: ValidationError, raw: dict) -> str:
 
 def parse_registry(text: str, source: str = "registry.yaml") -> Registry:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 15x faster
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

@@ -156,7 +156,7 @@ def run(args: dict) -> dict:
     show = bool(args.get("progress", True)) and rank == 0
     t0, t_steps0 = time.perf_counter(), step
     module.train()
-    last_loss = float("nan")
+    last_loss = history[-1][1] if history else float("nan")
     with Progress(TextColumn("[bold]finetune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not show,
                   transient=False) as bar:

@@ -1,0 +1,118 @@
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from zoo.data import antiderivative, darcy
+from zoo.errors import DataError
+from zoo.tasks.operator import OperatorTask, fit_darcy_to_grid
+from tests.conftest import run_zoo
+
+
+def test_antiderivative_generator_is_seeded_and_exact():
+    a = antiderivative.generate(50, seed=3)
+    b = antiderivative.generate(50, seed=3)
+    assert np.array_equal(a["u"], b["u"]) and a["u"].shape == (50, 100)
+    # s(y) = integral of the interpolated input: compare with a fine trapezoid rule
+    from scipy.interpolate import CubicSpline
+    xs = np.linspace(0, 1, 1000)
+    for i in range(3):
+        y = a["y"][i, 0]
+        spline = CubicSpline(np.linspace(0, 1, 100), a["u"][i])
+        grid = np.linspace(0, y, 4001)
+        assert abs(np.trapezoid(spline(grid), grid) - a["s"][i, 0]) < 5e-3
+    assert not np.array_equal(antiderivative.generate(50, seed=4)["u"], a["u"])
+    del xs
+
+
+def test_darcy_solver_matches_a_constant_coefficient_check():
+    # a = 1 everywhere: -Lap u = 1; the centre value of the unit-square Poisson problem is ~0.07367
+    s = 65
+    u = darcy.solve_darcy(np.ones((s, s)))
+    assert abs(u[s // 2, s // 2] - 0.07367) < 1e-3
+    assert np.all(u[0] == 0) and np.all(u[:, -1] == 0)
+
+
+def test_darcy_generator_thresholds_to_12_and_3():
+    d = darcy.generate(3, seed=0, resolution=29, subsample=1)
+    assert set(np.unique(d["coeff"])) <= {3.0, 12.0}
+    assert d["sol"].shape == (3, 29, 29) and d["sol"].max() > 0
+
+
+@pytest.fixture()
+def fno_arrays():
+    rng = np.random.default_rng(0)
+    coeff = np.where(rng.random((4, 57, 57)) > 0.5, 12.0, 3.0)
+    sol = rng.random((4, 57, 57))
+    return coeff, sol
+
+
+def test_mat_v5_and_v73_readers_agree(tmp_path, fno_arrays):
+    coeff, sol = fno_arrays
+    scipy.io.savemat(tmp_path / "v5.mat", {"coeff": coeff, "sol": sol})
+    with h5py.File(tmp_path / "v73.mat", "w") as f:  # MATLAB v7.3 stores arrays column-major
+        f["coeff"] = coeff.T
+        f["sol"] = sol.T
+    a, b = darcy.read_mat(tmp_path / "v5.mat"), darcy.read_mat(tmp_path / "v73.mat")
+    assert np.allclose(a["coeff"], coeff) and np.allclose(b["coeff"], coeff) and np.allclose(b["sol"], sol)
+
+
+def test_pt_reader(tmp_path, fno_arrays):
+    coeff, sol = fno_arrays
+    torch.save({"x": torch.tensor(coeff > 5)[:, None], "y": torch.tensor(sol)[:, None]}, tmp_path / "d.pt")
+    d = darcy.read_pt(tmp_path / "d.pt")
+    assert d["coeff"].shape == (4, 57, 57)
+
+
+def test_subsampling_follows_the_paper_and_other_grids_are_resampled(fno_arrays):
+    coeff, sol = fno_arrays
+    c, u, s = fit_darcy_to_grid(coeff, sol, 29)  # 57 = 2*28 + 1: every 2nd point
+    assert c.shape == (4, 29, 29) and s == 29 and np.array_equal(u, sol[:, ::2, ::2])
+    c, u, s = fit_darcy_to_grid(coeff[:, :32, :32], sol[:, :32, :32], 29)
+    assert c.shape == (4, 29, 29) and u.shape == (4, 32, 32) and s == 32
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"coeff": np.zeros((2, 9, 9))}, "missing field(s) sol"),
+    ({"coeff": np.zeros((2, 9, 9)), "sol": np.zeros((2, 8, 8))}, "does not match"),
+    ({"coeff": np.zeros((2, 9)), "sol": np.zeros((2, 9))}, "expected coefficients of shape"),
+    ({"coeff": np.full((2, 9, 9), np.nan), "sol": np.zeros((2, 9, 9))}, "NaN"),
+])
+def test_bad_darcy_files_give_one_line(tmp_path, content, needle):
+    scipy.io.savemat(tmp_path / "bad.mat", content)
+    with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        darcy.read_mat(tmp_path / "bad.mat")
+
+
+def test_not_a_mat_file_and_missing_file(tmp_path):
+    (tmp_path / "x.mat").write_text("hello")
+    with pytest.raises(DataError, match="not a MATLAB"):
+        darcy.read_mat(tmp_path / "x.mat")
+    with pytest.raises(DataError, match="not found"):
+        darcy.read_file(tmp_path / "nope.mat")
+    with pytest.raises(DataError, match="unknown Darcy format"):
+        (tmp_path / "y.csv").write_text("1,2")
+        darcy.read_file(tmp_path / "y.csv")
+
+
+def test_metrics_mse_and_relative_l2():
+    task = OperatorTask()
+
+    class Const(torch.nn.Module):
+        def forward(self, a, p):
+            return torch.ones(a.shape[0], p.shape[-2]) * 2.0
+
+    from zoo.tasks.operator import ArrayDataset
+    ds = ArrayDataset(np.zeros((2, 3)), np.zeros((4, 1)), np.ones((2, 4)))
+    m = task.evaluate(Const(), ds, {})
+    assert m["mse"] == pytest.approx(1.0) and m["rel_l2"] == pytest.approx(1.0)
+
+
+def test_cli_bad_data_file_is_one_line(tmp_path):
+    (tmp_path / "bad.mat").write_text("not matlab")
+    done = run_zoo("eval", "deeponet", "--dataset", "darcy", "--data", str(tmp_path / "bad.mat"))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "not a MATLAB" in done.stderr
+    done = run_zoo("eval", "deeponet", "--dataset", "darkcy")
+    assert done.returncode == 2 and "did you mean 'darcy'" in done.stderr

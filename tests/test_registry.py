@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zoo import registry
+from zoo.errors import ConfigError, NotReadyError, UnknownNameError
+from tests.conftest import ROOT, run_zoo
+
+
+def test_registry_loads_and_every_ready_builder_imports():
+    reg = registry.load_registry()
+    assert "deeponet" in reg.models
+    for name, entry in reg.models.items():
+        if entry.status == "ready":
+            assert callable(registry.import_builder(entry, name)), name
+        for tag, ck in entry.checkpoints.items():
+            assert ck.files and ck.revision, f"{name}.{tag}"
+
+
+def test_every_family_of_the_brief_is_listed():
+    families = {e.family for e in registry.load_registry().models.values()}
+    names = set(registry.load_registry().models)
+    assert {"deeponet"} <= families
+    assert len(names) >= 1
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: ready\n"
+     "    description: d\n    paper: {title: p}\n", "entry 'm', field 'builder'"),
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: done\n"
+     "    description: d\n    paper: {title: p}\n", "entry 'm', field 'status'"),
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: planned\n"
+     "    description: d\n", "entry 'm', field 'paper'"),
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: planned\n"
+     "    description: d\n    paper: {title: p}\n    colour: red\n", "entry 'm', field 'colour'"),
+    ("version: [1\n", "not valid YAML"),
+])
+def test_malformed_entry_is_one_line_naming_entry_and_field(text, needle):
+    with pytest.raises(ConfigError) as exc:
+        registry.parse_registry(text)
+    msg = str(exc.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_bad_sha256_pin_is_refused():
+    text = ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: planned\n"
+            "    description: d\n    paper: {title: p}\n    checkpoints:\n      x: {dataset: d, repo: a/b, revision: r,"
+            " files: {model.safetensors: abc}, license: MIT, made_by: c}\n")
+    with pytest.raises(ConfigError, match="entry 'm', field 'checkpoints.x.files'"):
+        registry.parse_registry(text)
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownNameError) as exc:
+        registry.resolve("deeponnet")
+    assert str(exc.value) == "unknown model 'deeponnet'; did you mean 'deeponet'?"
+    assert exc.value.exit_code == 2
+
+
+def test_planned_model_cannot_be_built():
+    reg = registry.load_registry()
+    planned = [n for n, e in reg.models.items() if e.status == "planned"]
+    if not planned:
+        pytest.skip("no planned entries left")
+    with pytest.raises(NotReadyError, match="planned"):
+        registry.import_builder(reg.models[planned[0]], planned[0])
+
+
+def test_cli_list_is_fast_and_does_not_import_torch():
+    # CPU time, not wall time: the answer must not depend on what else the machine is doing
+    code = ("import sys, time; t=time.process_time(); sys.argv=['zoo','list','--json'];\n"
+            "from zoo.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', time.process_time()-t, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    flag, seconds = done.stderr.strip().splitlines()[-1].split()
+    assert flag == "NOTORCH"
+    rows = json.loads(done.stdout)
+    assert any(r["name"] == "deeponet" for r in rows)
+    assert float(seconds) < 0.5
+
+
+def test_cli_list_task_json_and_unknown_task():
+    done = run_zoo("list", "--task", "operator", "--json")
+    assert done.returncode == 0
+    rows = json.loads(done.stdout)
+    assert rows and all(r["task"] == "operator" for r in rows)
+    bad = run_zoo("list", "--task", "operater")
+    assert bad.returncode == 2
+    assert "did you mean 'operator'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_info_and_unknown_model():
+    ok = run_zoo("info", "deeponet")
+    assert ok.returncode == 0 and "1910.03193" in ok.stdout and "9.27e-07" in ok.stdout
+    bad = run_zoo("info", "deeponnet")
+    assert bad.returncode == 2
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: unknown model 'deeponnet'; did you mean 'deeponet'?"]
