@@ -159,3 +159,8 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
     return {"mode": "train step" if train else "inference", "batch_size": results[0]["batch"],
             "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
             "repeats": repeats, "results": results, "ratios": ratios}
+
+
+from zoo._callable import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "bench")

@@ -103,8 +103,7 @@ def _onnx(model, args, path, loaded, notes):
     import torch
 
     names = [f"input{i}" for i in range(len(args))]
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} for _ in args)
+    dynamic = _dynamic_shapes(loaded, args)
     try:
         prog = torch.onnx.export(model, args, dynamo=True, input_names=names, dynamic_shapes=dynamic,
                                  optimize=True, verbose=False)
@@ -113,10 +112,20 @@ def _onnx(model, args, path, loaded, notes):
     except Exception as exc:  # some graphs only go through the TorchScript-based exporter
         notes.append(f"dynamo exporter failed ({type(exc).__name__}); used the TorchScript exporter")
         torch.onnx.export(model, args, str(path), dynamo=False, input_names=names,
-                          dynamic_axes={n: {0: "batch"} for n in names}, opset_version=17)
+                          dynamic_axes={n: {ax: str(d) for ax, d in spec.items()} for n, spec in zip(names, dynamic)},
+                          opset_version=17)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
     return [torch.from_numpy(np.asarray(o)) for o in sess.run(None, feeds)]
+
+
+def _dynamic_shapes(loaded, args):
+    """Batch is dynamic for every input; a task may name more axes (e.g. query points)."""
+    import torch
+    axes = loaded.task.dynamic_axes(args) if hasattr(loaded.task, "dynamic_axes") else [{0: "batch"} for _ in args]
+    dims: dict[str, object] = {}
+    return tuple({ax: dims.setdefault(name, torch.export.Dim(name, min=1, max=1 << 20)) for ax, name in spec.items()}
+                 for spec in axes)
 
 
 def _torchscript(model, args, path, loaded, notes):
@@ -131,9 +140,8 @@ def _torchscript(model, args, path, loaded, notes):
 
 def _pt2(model, args, path, loaded, notes):
     import torch
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        prog = torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
+        prog = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(loaded, args))
     except Exception:
         prog = torch.export.export(model, args)
         notes.append("pt2: static batch size (the graph does not allow a symbolic batch)")
@@ -164,3 +172,8 @@ def _safetensors(model, args, path, loaded, notes):
 
 
 _EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}
+
+
+from zoo._callable import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "export")

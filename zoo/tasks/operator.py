@@ -79,6 +79,9 @@ class OperatorTask(Task):
         "antiderivative": "ds/dx = u(x): GRF inputs (RBF, l=0.2), 100 sensors; 10k train / 100k test triplets (generated)",
         "darcy": "2-D Darcy flow, FNO recipe, 29x29 (generated; or --data an FNO .mat / neuraloperator .pt file)",
         "darcy-neuralop": "the real Darcy files shipped in the neuraloperator 0.3.0 wheel (train 1000 @16x16; test 50 @16x16, 50 @32x32 with -o resolution=32)",
+        "fisher": "1-D Fisher equation, 3 reaction forms (MT-DeepONet), 20x64 (t, x) outputs; 3200 train / 800 test (generated)",
+        "multi-geometry-darcy": "Darcy flow on square/circle/triangle domains with a geometry mask (MT-DeepONet), 100x100; "
+                                "900 train / 180 test (generated; or --data an official .mat file)",
     }
     default_batch_size = 256
     default_lr = 1e-3
@@ -87,6 +90,8 @@ class OperatorTask(Task):
 
     # ---- data ---------------------------------------------------------------------------
     def load_dataset(self, dataset, split, data_path, model_config, options):
+        if dataset in ("fisher", "multi-geometry-darcy") or model_config.get("problem"):
+            return _mt_deeponet_dataset(dataset, split, data_path, model_config, options)
         if data_path:
             return self._darcy_dataset_from(self._read_darcy_file(data_path, model_config), model_config,
                                             source=str(data_path))
@@ -228,10 +233,18 @@ class OperatorTask(Task):
                 fig.suptitle("DeepONet on the antiderivative operator")
                 _save_fig(fig, save)
             return summary
+        if kind == "fisher":
+            return _predict_fisher(model, dataset, i, save)
         raise DataError("predict: this dataset has no picture defined")
+
+    def dynamic_axes(self, args):
+        """Exported graphs take any batch size and any number of query points."""
+        return [{0: "batch"}, {0: "batch", 1: "points"}]
 
     def example_input(self, model, model_config, options):
         b = int(options.get("batch_size") or 8)
+        if hasattr(model, "example_input"):
+            return tuple(model.example_input(b))
         if model_config.get("branch") == "cnn":
             g = int(model_config.get("grid", 29))
             a = torch.where(torch.rand(b, 1, g, g) > 0.5, 12.0, 3.0)
@@ -240,6 +253,65 @@ class OperatorTask(Task):
         m = int(model_config.get("sensors", 100))
         d = int(model_config.get("coord_dim", 1))
         return torch.randn(b, m), torch.rand(b, 100, d)
+
+
+# ---- MT-DeepONet's sets (issue 6): Fisher reaction forms and Darcy on several geometries -----------
+
+_MT_PROBLEM = {"fisher": "fisher", "multi-geometry-darcy": "darcy"}
+
+
+def _mt_deeponet_dataset(dataset, split, data_path, model_config, options):
+    problem = model_config.get("problem")
+    if dataset is None and data_path:
+        dataset = "multi-geometry-darcy" if problem == "darcy" else None
+    if dataset not in _MT_PROBLEM:
+        raise DataError(f"the MT-DeepONet '{problem}' network reads the fisher or multi-geometry-darcy sets, "
+                        f"not '{dataset or data_path}'")
+    if problem != _MT_PROBLEM[dataset]:
+        raise DataError(f"{dataset} needs the MT-DeepONet '{_MT_PROBLEM[dataset]}' network; this model is the "
+                        f"'{problem}' one (train one with `zoo finetune mt-deeponet --dataset {dataset}`)")
+    seed, size = int(options.get("data_seed", 0)), options.get("size")
+    if dataset == "fisher":
+        from zoo.data import fisher
+        d = fisher.load(split, seed=seed, size=size, **{k: v for k, v in options.items() if k in fisher.DEFAULTS})
+        return ArrayDataset(d["inputs"], d["points"], d["values"], meta={"kind": "fisher", "form": d["form"]})
+    from zoo.data import multi_geometry_darcy
+    d = multi_geometry_darcy.load(split, seed=seed, size=size, data_path=data_path,
+                                  **{k: v for k, v in options.items() if k in multi_geometry_darcy.DEFAULTS})
+    if d["grid"] != int(model_config.get("grid", 100)):
+        raise DataError(f"{d['source']}: the grid is {d['grid']}x{d['grid']}, the branch CNN expects "
+                        f"{model_config.get('grid', 100)}")
+    return ArrayDataset(d["inputs"], d["points"], d["values"], d["mask"],
+                        meta={"kind": "darcy", "grid": d["grid"], "resolution": d["grid"], "source": d["source"]})
+
+
+def _predict_fisher(model, dataset, i, save):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zoo.data.fisher import NT, NX
+    item = dataset[i]
+    pred = model(item["input"][None], item["points"][None])[0].reshape(NT, NX).numpy()
+    truth = item["values"].reshape(NT, NX).numpy()
+    rel = float(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-12))
+    form = int(dataset.meta["form"][i])
+    summary = {"sample": i, "reaction_form": form, "rel_l2": rel,
+               "coefficients": [round(float(c), 6) for c in item["input"][:4]]}
+    if save:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        ext = (0, 1, 0, 1)
+        for ax, img, title, kw in ((axes[0], truth, "truth u(t, x)", {"vmin": 0, "vmax": 1}),
+                                   (axes[1], pred, "prediction", {"vmin": 0, "vmax": 1}),
+                                   (axes[2], pred - truth, f"error (rel. L2 {rel:.2%})", {"cmap": "coolwarm"})):
+            im = ax.imshow(img, origin="lower", aspect="auto", extent=ext, **kw)
+            ax.set_xlabel("x")
+            ax.set_ylabel("t")
+            ax.set_title(title)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"MT-DeepONet on the Fisher equation, reaction form {form}")
+        _save_fig(fig, save)
+    return summary
 
 
 def _save_fig(fig, save):
