@@ -100,3 +100,12 @@ def test_cli_info_and_unknown_model():
     assert bad.returncode == 2
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert lines == ["error: unknown model 'deeponnet'; did you mean 'deeponet'?"]
+
+
+def test_readme_table_lists_every_paper_and_is_in_sync():
+    readme = (ROOT / "README.md").read_text()
+    table = registry.markdown_table()
+    assert table in readme, "run: python -m zoo.registry --sync-readme README.md"
+    for name in registry.load_registry().models:
+        assert f"`{name}`" in readme
+    assert "no neural architecture" in table and "Configurable Foundation Models" in table

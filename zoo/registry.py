@@ -216,3 +216,48 @@ def model_config(entry: ModelEntry, tag: str | None, overrides: dict | None = No
         cfg.update(entry.dataset_config.get(dataset, {}))
     cfg.update(overrides or {})
     return cfg
+
+
+# ---- the README's table of papers ------------------------------------------------------------
+
+def markdown_table(reg: Registry | None = None) -> str:
+    """Every paper the zoo covers, its models and their state; papers without an architecture last."""
+    reg = reg or load_registry()
+    papers: dict[str, list[tuple[str, ModelEntry]]] = {}
+    for name, e in reg.models.items():
+        papers.setdefault(e.paper.title, []).append((name, e))
+    lines = ["| paper | arXiv | official code (licence) | models | state |", "|---|---|---|---|---|"]
+    for title, models in papers.items():
+        p = models[0][1].paper
+        code = f"[code]({p.code}) ({p.code_license or '?'})" if p.code else "none published"
+        names = ", ".join(f"`{n}`" + (" (ours)" if e.ours else "") for n, e in models)
+        ready = sum(e.status == "ready" for _, e in models)
+        ckpts = sum(len(e.checkpoints) for _, e in models)
+        state = ("ready" if ready == len(models) else f"{ready}/{len(models)} ready" if ready else "planned")
+        if ckpts:
+            state += f", {ckpts} checkpoint{'s' * (ckpts > 1)}"
+        lines.append(f"| {title} | {p.arxiv or '-'} | {code} | {names} | {state} |")
+    for p in reg.papers_without_model:
+        lines.append(f"| {p.title} | {p.arxiv or '-'} | - | not registered | no neural architecture: {p.reason} |")
+    return "\n".join(lines)
+
+
+def sync_readme(path: str | Path) -> bool:
+    """Rewrite the table between the README's papers-table markers; True when it changed."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = "<!-- papers-table", "<!-- /papers-table -->"
+    i, j = text.index(start), text.index(end)
+    i = text.index("\n", i) + 1
+    new = text[:i] + markdown_table() + "\n" + text[j:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["--markdown"]:
+        print(markdown_table())
+    elif sys.argv[1:2] == ["--sync-readme"]:
+        print("README updated" if sync_readme(sys.argv[2]) else "README already in sync")
