@@ -1,0 +1,199 @@
+"""Official checkpoints to our format, without running their code.
+
+`read_official(path)` takes every tensor out of an official file: safetensors directly;
+pickles first with `torch.load(weights_only=True)`, and where that refuses (whole pickled model
+objects) with the restricted unpickler of `safe_pickle`, which replaces the official classes by
+inert stand-ins and refuses every other global.
+
+Each family that has official weights adds `zoo/convert/<family>.py` with
+
+    OFFICIAL_MODULES = ("models", "utils")          # module paths its pickles name (optional)
+
+    def convert_state_dict(raw: dict[str, Tensor], model: str, config: dict) -> dict[str, Tensor]:
+        ...                                         # official names -> our state_dict names
+
+and one line in CONVERTERS below. `convert(name, src, out)` then loads the result strictly
+into `zoo.create_model(name)` and writes a checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from zoo.errors import CheckpointError, ConfigError
+
+# family -> "module:function" (see the module docstring for the function's contract)
+CONVERTERS: dict[str, str] = {
+    "mhaf-yolo": "zoo.convert.mhaf_yolo:convert_state_dict",
+}
+
+
+def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dict[str, Any]:
+    """Every tensor in an official checkpoint file, keyed by dotted path
+    (e.g. `model.0.conv.weight`, `ema.model.0.conv.weight`, `state_dict.fc.bias`)."""
+    import torch
+
+    from zoo.convert.safe_pickle import UnsafePickleError, pickle_module, tensors_in
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"official checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return dict(load_file(str(path)))
+        except Exception as exc:  # noqa: BLE001 - safetensors has several error types
+            raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it did not write
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses any class outside torch's allow-list: read it with stand-ins
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False,
+                             pickle_module=pickle_module(official_modules))
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{path.name}: {err}") from None
+        except RuntimeError as exc:
+            if "magic number" not in str(exc) or zipfile.is_zipfile(path):
+                raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+            obj = _plain_pickle(path, official_modules)  # pickled with `pickle`, not torch.save
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+    tensors = tensors_in(obj)
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return tensors
+
+
+def _plain_pickle(path: Path, official_modules: Iterable[str]):
+    from zoo.convert.safe_pickle import UnsafePickleError, pickle_module
+
+    try:
+        with open(path, "rb") as f:
+            return pickle_module(official_modules).load(f)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path.name}: {err}") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure: not a checkpoint we can read
+        raise CheckpointError(f"{path}: not a readable pickle ({_first_line(exc)})") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- helpers for key maps ------------------------------------------------------------------------
+
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Keep the keys under `prefix` (e.g. "ema." or "model."), without it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def pick_prefix(state: Mapping[str, Any], prefixes: Iterable[str]) -> dict[str, Any]:
+    """The first of `prefixes` that has keys, stripped (e.g. ("ema.", "model.", "state_dict.", ""))."""
+    for prefix in prefixes:
+        found = strip_prefix(state, prefix)
+        if found:
+            return found
+    raise CheckpointError(f"none of the expected key prefixes {list(prefixes)} is in the checkpoint")
+
+
+def rename(state: Mapping[str, Any], rules: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Apply (regex, replacement) rules, in order, to every key."""
+    import re
+
+    compiled = [(re.compile(a), b) for a, b in rules]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in compiled:
+            k = pattern.sub(repl, k)
+        out[k] = v
+    return out
+
+
+# ---- the verb ------------------------------------------------------------------------------------
+
+def converter_for(family: str) -> tuple[Callable, tuple[str, ...]]:
+    if family not in CONVERTERS:
+        known = ", ".join(sorted(CONVERTERS)) or "none yet"
+        raise ConfigError(f"no converter for official '{family}' checkpoints (families with one: {known})")
+    module_name, fn = CONVERTERS[family].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, fn), tuple(getattr(module, "OFFICIAL_MODULES", ()))
+
+
+def _fit(model, state: dict[str, Any], name: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+        raise CheckpointError(f"converted weights do not fit '{name}': " + ", ".join(parts))
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"converted weights do not fit '{name}': '{k}' has shape "
+                                  f"{tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def convert(name: str, src: str | Path, out: str | Path) -> Path:
+    """Official checkpoint `src` -> our checkpoint folder `out` for model `name` (or `name.tag`)."""
+    import torch
+
+    from zoo import registry
+    from zoo.api import create_model
+    from zoo.checkpoint import save_checkpoint
+
+    model_name, entry, tag = registry.resolve(name)
+    fn, official_modules = converter_for(entry.family)
+    src = Path(src)
+    raw = read_official(src, official_modules)
+    config = registry.model_config(entry, tag)
+    state = fn(raw, model_name, config)
+    model = create_model(f"{model_name}.{tag}" if tag else model_name, pretrained=False)
+    _fit(model, state, model_name)
+    half = all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    checkpoint = entry.checkpoints.get(tag) if tag else None
+    meta = {
+        "model": model_name,
+        "tag": tag,
+        "task": entry.task,
+        "dataset": checkpoint.dataset if checkpoint else None,
+        "config": config,
+        "metrics": {},
+        "eval_data": None,
+        "command": f"zoo convert {name} --from {src.name} --out {Path(out).name}",
+        "license": checkpoint.license if checkpoint else entry.paper.code_license,
+        "converted_from": {"file": src.name, "sha256": _sha256(src), "code": entry.paper.code},
+    }
+    return save_checkpoint(out, model, meta, dtype="float16" if half else None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# `zoo.convert` is both this package and the API verb zoo/__init__.py exports: importing the
+# package rebinds the attribute, so the module is made callable (the lead's helper, as for
+# zoo.export and zoo.bench) and `zoo.convert(name, src, out)` converts either way.
+from zoo._callable import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "convert")

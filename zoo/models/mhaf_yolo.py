@@ -1,0 +1,529 @@
+"""MHAF-YOLO (a.k.a. MAF-YOLOv2): multi-branch auxiliary FPN detectors, Lite-N / N / S / M.
+
+Yang et al., "MHAF-YOLO: Multi-Branch Heterogeneous Auxiliary Fusion YOLO for accurate object
+detection", arXiv 2502.04656; official code github.com/yang-0201/MHAF-YOLO (AGPL-3.0), a fork of
+THU-MIG/yolov10.
+
+The graph is built exactly as the official YAMLs `ultralytics/cfg/models/mafv2/MAF-YOLOv2-*.yaml`
+build it (written down here as data in `VARIANTS`): layer `i` of the YAML is `self.model[i]`, so
+state-dict keys are the official `model.<idx>.…` keys and official weights convert key for key.
+
+Where code and paper disagree we follow the code:
+- the paper's AAF formula does not match its figure (official issue #13); the YAML wiring is used;
+- the official `fuse()` leaves the BatchNorms inside the repo's own `mafyolo.Conv` (RepHMS and its
+  bottlenecks) unfolded; ours folds them too, so our deploy graph has fewer parameters than the
+  README counts (N: 2,175,344 vs 2,182,272) while computing the same function;
+- the detection head's box branch is MHAF-YOLO's (1x1 conv, UniRepLKNet block k5, 1x1, 1x1 pred),
+  not YOLOv10's; the class branch is YOLOv10's.
+
+Outputs: in training mode `forward` returns {"one2many": maps, "one2one": maps} (three raw
+(B, 64 + nc, H, W) maps each); in eval mode it returns (B, max_det, 6) detections
+[x1, y1, x2, y2, score, label] in input pixels, decoded from the one-to-one head with top-k instead
+of NMS (the one-to-many head is not run). `dense(x)` gives the one-to-one head before top-k,
+(B, 4 + nc, anchors) with xyxy pixel boxes and sigmoid scores. `fuse()` re-parameterises every
+branch and BatchNorm, deletes the one-to-many head and leaves the deploy graph of the README.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import ConfigError, UnknownNameError
+from zoo.layers.conv import ConvBnAct, fuse_descendants
+from zoo.layers.rep import UniRepLKNetBlock
+
+REG_MAX = 16
+STRIDES = (8, 16, 32)
+
+# ---------------------------------------------------------------------------------------------
+# The official YAMLs as data: (from, module, args). Channel args are YAML values before scaling.
+# rephms args: [channels, width W, depth D, depth expansion e, kernel k]
+# ---------------------------------------------------------------------------------------------
+_BACKBONE_N = [
+    (-1, "conv", [64, 3, 2]),             # 0  P1/2
+    (-1, "conv", [128, 3, 2]),            # 1  P2/4
+    (-1, "rephms", [128, 2, 1, 3, 3]),    # 2
+    (-1, "conv", [256, 3, 2]),            # 3  P3/8
+    (-1, "rephms", [256, 3, 1, 3, 5]),    # 4
+    (-1, "scdown", [512, 3, 2]),          # 5  P4/16
+    (-1, "rephms", [512, 3, 1, 3, 7]),    # 6
+    (-1, "scdown", [1024, 3, 2]),         # 7  P5/32
+    (-1, "rephms", [1024, 2, 1, 3, 9]),   # 8
+    (-1, "sppf", [1024, 5]),              # 9
+    (-1, "psa", [1024]),                  # 10
+]
+
+
+def _head_nsm(p5: int, p4: int, p3: int, w5, w4, w3):
+    """The N/S/M neck (SAF top-down 11-23, AAF bottom-up 24-35) and the head. `p*` are YAML
+    channels of the P5/P4/P3 neck nodes, `w*` their RepHMS [W, D, e, k] settings."""
+    return [
+        (6, "avg", []),                            # 11
+        ([-1, 10], "concat", []),                  # 12
+        (-1, "rephms", [p5, *w5]),                 # 13  SAF P5
+        (-1, "upsample", []),                      # 14
+        (10, "upsample", []),                      # 15
+        (4, "avg", []),                            # 16
+        ([-1, 6, -2, -3], "concat", []),           # 17
+        (-1, "rephms", [p4, *w4]),                 # 18  SAF P4
+        (-1, "upsample", []),                      # 19
+        (6, "upsample", []),                       # 20
+        (2, "avg", []),                            # 21
+        ([-1, 4, -2, -3], "concat", []),           # 22
+        (-1, "rephms", [p3, *w3[0]]),              # 23  SAF P3
+        (18, "upsample", []),                      # 24
+        ([-1, -2], "concat", []),                  # 25
+        (-1, "rephms", [p3, *w3[1]]),              # 26  P3 out
+        (-1, "conv", [p4, 3, 2]),                  # 27
+        (23, "avg", []),                           # 28
+        (13, "upsample", []),                      # 29
+        ([-2, -1, 18, -3], "concat", []),          # 30
+        (-1, "rephms", [p4, *w4]),                 # 31  P4 out
+        (-1, "conv", [p4, 3, 2]),                  # 32
+        (18, "avg", []),                           # 33
+        ([-2, -1, 13], "concat", []),              # 34
+        (-1, "rephms", [p5, *w5]),                 # 35  P5 out
+        ([26, 31, 35], "detect", []),              # 36
+    ]
+
+
+def _n_layers():
+    w = [2, 1, 3]
+    return _BACKBONE_N + _head_nsm(512, 384, 384, [*w, 9], [*w, 7], [[*w, 5], [*w, 5]])
+
+
+def _s_layers():
+    layers = _n_layers()
+    layers[7] = (-1, "scdown", [768, 3, 2])
+    layers[8] = (-1, "rephms", [768, 2, 1, 3, 9])
+    return layers
+
+
+def _m_layers():
+    backbone = [
+        (-1, "conv", [48, 3, 2]),
+        (-1, "conv", [96, 3, 2]),
+        (-1, "rephms", [96, 3, 1, 3, 3]),
+        (-1, "conv", [192, 3, 2]),
+        (-1, "rephms", [192, 4, 1, 2.5, 5]),
+        (-1, "scdown", [384, 3, 2]),
+        (-1, "rephms", [384, 4, 1, 2.5, 7]),
+        (-1, "scdown", [512, 3, 2]),
+        (-1, "rephms", [512, 3, 1, 2, 9]),
+        (-1, "sppf", [512, 5]),
+        (-1, "psa", [512]),
+    ]
+    return backbone + _head_nsm(384, 256, 256, [3, 1, 2, 9], [3, 1, 2.5, 7], [[3, 1, 3, 5], [3, 1, 3, 5]])
+
+
+def _lite_n_layers():
+    backbone = [list(x) for x in _BACKBONE_N]
+    backbone[4] = (-1, "rephms", [256, 2, 1, 3, 5])
+    backbone[6] = (-1, "rephms", [512, 2, 1, 3, 7])
+    backbone[7] = (-1, "scdown", [768, 3, 2])
+    backbone[8] = (-1, "rephms", [768, 2, 1, 2.5, 9])
+    backbone[9] = (-1, "sppf", [768, 5])
+    backbone[10] = (-1, "psa", [768])
+    w = [2, 1, 3]
+    head = [
+        (6, "avg", []),                            # 11
+        ([-1, 10], "concat", []),                  # 12
+        (-1, "rephms", [384, *w, 9]),              # 13
+        (-1, "upsample", []),                      # 14
+        (4, "avg", []),                            # 15
+        ([-1, 6, -2], "concat", []),               # 16
+        (-1, "rephms", [384, *w, 7]),              # 17
+        (-1, "upsample", []),                      # 18
+        (2, "avg", []),                            # 19
+        ([-1, 4, -2], "concat", []),               # 20
+        (-1, "rephms", [256, *w, 5]),              # 21
+        ([-1, 18], "concat", []),                  # 22
+        (-1, "rephms", [256, *w, 5]),              # 23  P3 out
+        (-1, "conv", [384, 3, 2]),                 # 24
+        (21, "avg", []),                           # 25
+        ([-2, -1, 17, 14], "concat", []),          # 26
+        (-1, "rephms", [384, *w, 7]),              # 27  P4 out
+        (-1, "conv", [384, 3, 2]),                 # 28
+        (17, "avg", []),                           # 29
+        ([-2, -1, 13], "concat", []),              # 30
+        (-1, "rephms", [384, *w, 9]),              # 31  P5 out
+        ([23, 27, 31], "detect", []),              # 32
+    ]
+    return [tuple(x) for x in backbone] + head
+
+
+#: variant -> (width multiple, max channels, layer list). Depth multiple is 1 in every official YAML.
+VARIANTS = {
+    "lite-n": (0.25, 1024, _lite_n_layers()),
+    "n": (0.25, 1024, _n_layers()),
+    "s": (0.5, 1024, _s_layers()),
+    "m": (1.0, 768, _m_layers()),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------
+class AVG(nn.Module):
+    """Halve the resolution by average pooling (the official AVG: adaptive pool to floor(H/2))."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        if h % 2 == 0 and w % 2 == 0:  # the same numbers, and an op every exporter knows
+            return F.avg_pool2d(x, 2, 2)
+        return F.adaptive_avg_pool2d(x, (h // 2, w // 2))
+
+
+class Concat(nn.Module):
+    def forward(self, xs):
+        return torch.cat(xs, 1)
+
+
+class Upsample(nn.Upsample):
+    def __init__(self):
+        super().__init__(scale_factor=2.0, mode="nearest")
+
+
+class SCDown(nn.Module):
+    """YOLOv10's spatial-channel decoupled downsampling: 1x1 conv, then a strided depthwise conv."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, stride: int = 2):
+        super().__init__()
+        self.cv1 = ConvBnAct(c_in, c_out, 1)
+        self.cv2 = ConvBnAct(c_out, c_out, kernel_size, stride, groups=c_out, act=False)
+
+    def forward(self, x):
+        return self.cv2(self.cv1(x))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: three chained max-pools concatenated with their input."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 5):
+        super().__init__()
+        hidden = c_in // 2
+        self.cv1 = ConvBnAct(c_in, hidden, 1)
+        self.cv2 = ConvBnAct(hidden * 4, c_out, 1)
+        self.m = nn.MaxPool2d(kernel_size, 1, kernel_size // 2)
+
+    def forward(self, x):
+        y = [self.cv1(x)]
+        for _ in range(3):
+            y.append(self.m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class Attention(nn.Module):
+    """YOLOv10's multi-head self-attention over all positions; queries and keys are half as wide
+    as values; a depthwise 3x3 positional term is added on the values."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if num_heads < 1:
+            raise ConfigError(f"PSA attention needs at least 64 channels per half, got {dim}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.key_dim = self.head_dim // 2
+        self.scale = self.key_dim ** -0.5
+        self.qkv = ConvBnAct(dim, dim + 2 * self.key_dim * num_heads, 1, act=False)
+        self.proj = ConvBnAct(dim, dim, 1, act=False)
+        self.pe = ConvBnAct(dim, dim, 3, groups=dim, act=False)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        # the qkv channels are laid out per head as [q(key_dim), k(key_dim), v(head_dim)]
+        q, k, v = self.qkv(x).view(b, self.num_heads, 2 * self.key_dim + self.head_dim, h * w).split(
+            [self.key_dim, self.key_dim, self.head_dim], dim=2)
+        attn = ((q.transpose(-2, -1) @ k) * self.scale).softmax(dim=-1)
+        out = (v @ attn.transpose(-2, -1)).view(b, c, h, w) + self.pe(v.reshape(b, c, h, w))
+        return self.proj(out)
+
+
+class PSA(nn.Module):
+    """YOLOv10's partial self-attention: attention + feed-forward on one half of the channels."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        if c_in != c_out:
+            raise ConfigError(f"PSA keeps its width; got {c_in} -> {c_out}")
+        self.c = c_in // 2
+        self.cv1 = ConvBnAct(c_in, 2 * self.c, 1)
+        self.cv2 = ConvBnAct(2 * self.c, c_in, 1)
+        self.attn = Attention(self.c, num_heads=self.c // 64)
+        self.ffn = nn.Sequential(ConvBnAct(self.c, 2 * self.c, 1), ConvBnAct(2 * self.c, self.c, 1, act=False))
+
+    def forward(self, x):
+        a, b = self.cv1(x).split((self.c, self.c), dim=1)
+        b = b + self.attn(b)
+        b = b + self.ffn(b)
+        return self.cv2(torch.cat((a, b), 1))
+
+
+class DepthBottleneck(nn.Module):
+    """The RepHMS branch block (official DepthBottleneckUniv2): 1x1 expand to `mid`, large-kernel
+    re-parameterisable depthwise + SiLU, 1x1, again depthwise + SiLU, 1x1 back. No residual."""
+
+    def __init__(self, channels: int, expansion: float, kernel_size: int):
+        super().__init__()
+        mid = int(channels * expansion)
+        self.conv1 = ConvBnAct(channels, mid, 1)
+        self.conv2 = UniRepLKNetBlock(mid, kernel_size)
+        self.act = nn.SiLU()
+        self.one_conv = ConvBnAct(mid, mid, 1)
+        self.conv3 = UniRepLKNetBlock(mid, kernel_size)
+        self.act1 = nn.SiLU()
+        self.one_conv2 = ConvBnAct(mid, channels, 1)
+
+    def forward(self, x):
+        x = self.one_conv(self.act(self.conv2(self.conv1(x))))
+        return self.one_conv2(self.act1(self.conv3(x)))
+
+
+class RepHMS(nn.Module):
+    """Re-parameterised heterogeneous multi-scale block. A 1x1 conv makes `width` chunks of
+    c_ = out/2 channels; chunk 0 passes through; branch i (of width-1) runs `depth` bottlenecks, and
+    the input of its j-th bottleneck also receives the j-th output of the previous branch (chunk 0
+    for the first branch), a Res2Net-like cascade. Every chunk and bottleneck output is
+    concatenated and mixed by a 1x1 conv."""
+
+    def __init__(self, c_in: int, c_out: int, width: int, depth: int, expansion: float, kernel_size: int):
+        super().__init__()
+        if width < 2 or depth not in (1, 2):
+            # the official cascade bookkeeping only means this rule for depth 1 and 2 (all its configs)
+            raise ConfigError(f"RepHMS needs width >= 2 and depth 1 or 2, got width {width}, depth {depth}")
+        self.width, self.depth = width, depth
+        self.c_ = int(c_out * 0.5)
+        self.conv1 = ConvBnAct(c_in, self.c_ * width, 1)
+        self.RepElanMSBlock = nn.ModuleList(
+            nn.ModuleList(DepthBottleneck(self.c_, expansion, kernel_size) for _ in range(depth))
+            for _ in range(width - 1))
+        self.conv2 = ConvBnAct(self.c_ * (1 + (width - 1) * depth), c_out, 1)
+
+    def forward(self, x):
+        chunks = self.conv1(x).split(self.c_, dim=1)
+        outs = [chunks[0]]
+        previous = [chunks[0]]  # what the next branch adds at each depth step
+        for i, branch in enumerate(self.RepElanMSBlock):
+            y = chunks[i + 1]
+            current = []
+            for j, block in enumerate(branch):
+                if j < len(previous):
+                    y = y + previous[j]
+                y = block(y)
+                current.append(y)
+            outs += current
+            previous = current
+        return self.conv2(torch.cat(outs, 1))
+
+
+class DFL(nn.Module):
+    """Distribution focal loss decoding: the expectation of a softmax over `bins` distance bins.
+    Kept as a fixed 1x1 conv (not trained) because official checkpoints store it."""
+
+    def __init__(self, bins: int = REG_MAX):
+        super().__init__()
+        self.bins = bins
+        self.conv = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1))
+
+    def forward(self, x):  # (B, 4 * bins, A) -> (B, 4, A)
+        b, _, a = x.shape
+        return self.conv(x.view(b, 4, self.bins, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+
+
+class V10Detect(nn.Module):
+    """YOLOv10 dual-assignment head with MHAF-YOLO's box branch. The one-to-one branches see
+    detached features (so only the one-to-many loss trains the neck through them)."""
+
+    def __init__(self, num_classes: int, channels: list[int], max_det: int = 300):
+        super().__init__()
+        self.nc = num_classes
+        self.no = num_classes + 4 * REG_MAX
+        self.max_det = max_det
+        self.register_buffer("stride", torch.tensor(STRIDES, dtype=torch.float), persistent=False)
+        c2 = max(16, channels[0] // 4, 4 * REG_MAX)
+        c3 = max(channels[0], min(num_classes, 100))
+
+        def box_branch(c):
+            return nn.Sequential(ConvBnAct(c, c2, 1), UniRepLKNetBlock(c2, 5), ConvBnAct(c2, c2, 1),
+                                 nn.Conv2d(c2, 4 * REG_MAX, 1))
+
+        def cls_branch(c):
+            return nn.Sequential(nn.Sequential(ConvBnAct(c, c, 3, groups=c), ConvBnAct(c, c3, 1)),
+                                 nn.Sequential(ConvBnAct(c3, c3, 3, groups=c3), ConvBnAct(c3, c3, 1)),
+                                 nn.Conv2d(c3, num_classes, 1))
+
+        self.cv2 = nn.ModuleList(box_branch(c) for c in channels)
+        self.cv3 = nn.ModuleList(cls_branch(c) for c in channels)
+        self.dfl = DFL(REG_MAX)
+        self.one2one_cv2 = nn.ModuleList(box_branch(c) for c in channels)
+        self.one2one_cv3 = nn.ModuleList(cls_branch(c) for c in channels)
+        self.bias_init()
+
+    @torch.no_grad()
+    def bias_init(self):
+        # box logits start at 1 everywhere; class logits at the prior of ~5 objects per 640 image
+        for boxes, classes in ((self.cv2, self.cv3), (self.one2one_cv2, self.one2one_cv3)):
+            for a, b, s in zip(boxes, classes, STRIDES):
+                a[-1].bias.fill_(1.0)
+                b[-1].bias.fill_(math.log(5 / self.nc / (640 / s) ** 2))
+
+    @property
+    def has_one2many(self) -> bool:
+        return hasattr(self, "cv2")
+
+    @staticmethod
+    def _maps(feats, box, cls):
+        return [torch.cat((box[i](x), cls[i](x)), 1) for i, x in enumerate(feats)]
+
+    def forward(self, feats):
+        one2one = self._maps([f.detach() for f in feats], self.one2one_cv2, self.one2one_cv3)
+        if self.training:
+            if not self.has_one2many:
+                raise ConfigError("a fused MHAF-YOLO has no one-to-many head and cannot be trained")
+            return {"one2many": self._maps(feats, self.cv2, self.cv3), "one2one": one2one}
+        return self.postprocess(self.decode(one2one))
+
+    def dense(self, feats):
+        return self.decode(self._maps(feats, self.one2one_cv2, self.one2one_cv3))
+
+    def decode(self, maps):
+        """Raw maps -> (B, 4 + nc, A): xyxy boxes in input pixels, sigmoid class scores."""
+        b = maps[0].shape[0]
+        x = torch.cat([m.view(b, self.no, -1) for m in maps], 2)
+        box, cls = x.split((4 * REG_MAX, self.nc), 1)
+        anchors, strides = make_anchors(maps, STRIDES)
+        dist = self.dfl(box)
+        lt, rb = dist.chunk(2, 1)
+        xyxy = torch.cat((anchors.T - lt, anchors.T + rb), 1) * strides.T
+        return torch.cat((xyxy, cls.sigmoid()), 1)
+
+    def postprocess(self, dense):
+        """NMS-free top-k of the official `v10postprocess`: keep the max_det anchors with the best
+        class score, then the max_det best (anchor, class) pairs among them -> (B, k, 6)."""
+        boxes, scores = dense.transpose(1, 2).split((4, self.nc), dim=-1)
+        k = min(self.max_det, boxes.shape[1])
+        best, index = scores.amax(-1).topk(k, dim=-1)
+        boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
+        scores = scores.gather(1, index.unsqueeze(-1).expand(-1, -1, self.nc))
+        scores, flat = scores.flatten(1).topk(k, dim=-1)
+        labels = flat % self.nc
+        boxes = boxes.gather(1, (flat // self.nc).unsqueeze(-1).expand(-1, -1, 4))
+        return torch.cat((boxes, scores.unsqueeze(-1), labels.unsqueeze(-1).to(boxes.dtype)), -1)
+
+
+def make_anchors(maps, strides, offset: float = 0.5):
+    """Grid-cell centres in grid units (A, 2) and the stride of each anchor (A, 1)."""
+    points, stride_list = [], []
+    for m, s in zip(maps, strides):
+        h, w = m.shape[-2:]
+        sx = torch.arange(w, device=m.device, dtype=m.dtype) + offset
+        sy = torch.arange(h, device=m.device, dtype=m.dtype) + offset
+        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+        points.append(torch.stack((xx, yy), -1).view(-1, 2))
+        stride_list.append(torch.full((h * w, 1), float(s), device=m.device, dtype=m.dtype))
+    return torch.cat(points), torch.cat(stride_list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+def _scaled(channels: float, width: float, max_channels: int) -> int:
+    return int(math.ceil(min(channels, max_channels) * width / 8) * 8)
+
+
+class MHAFYOLO(nn.Module):
+    def __init__(self, variant: str = "n", num_classes: int = 80, max_det: int = 300,
+                 class_names: list[str] | None = None):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise UnknownNameError("MHAF-YOLO variant", variant, VARIANTS)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if class_names is None:
+            from zoo.data.coco import COCO_NAMES
+            class_names = COCO_NAMES if num_classes == len(COCO_NAMES) else [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
+        self.variant, self.num_classes, self.class_names = variant, num_classes, list(class_names)
+        width, max_channels, spec = VARIANTS[variant]
+        layers, sources, channels = [], [], []
+        for i, (src, kind, args) in enumerate(spec):
+            srcs = [src] if isinstance(src, int) else list(src)
+            srcs = [i + s if s < 0 else s for s in srcs]  # -1 at layer 0 means the image
+            c_in = 3 if i == 0 else channels[srcs[0]]
+            if kind in ("conv", "scdown", "sppf", "psa", "rephms"):
+                c_out = _scaled(args[0], width, max_channels)
+            if kind == "conv":
+                layer = ConvBnAct(c_in, c_out, args[1], args[2])
+            elif kind == "scdown":
+                layer = SCDown(c_in, c_out, args[1], args[2])
+            elif kind == "sppf":
+                layer = SPPF(c_in, c_out, args[1])
+            elif kind == "psa":
+                layer = PSA(c_in, c_out)
+            elif kind == "rephms":
+                layer = RepHMS(c_in, c_out, *args[1:])
+            elif kind == "avg":
+                layer, c_out = AVG(), c_in
+            elif kind == "upsample":
+                layer, c_out = Upsample(), c_in
+            elif kind == "concat":
+                layer, c_out = Concat(), sum(channels[s] for s in srcs)
+            elif kind == "detect":
+                layer, c_out = V10Detect(num_classes, [channels[s] for s in srcs], max_det), 0
+            else:  # pragma: no cover - VARIANTS is our own data
+                raise ConfigError(f"unknown layer kind {kind}")
+            layers.append(layer)
+            sources.append(srcs if kind in ("concat", "detect") else srcs[0])
+            channels.append(c_out)
+        self.model = nn.ModuleList(layers)
+        self.sources = sources
+        self.channels = channels
+        self.stride = torch.tensor(STRIDES, dtype=torch.float)
+        self.fused = False
+
+    @property
+    def head(self) -> V10Detect:
+        return self.model[-1]
+
+    def features(self, x):
+        """The three neck outputs fed to the head (strides 8, 16, 32)."""
+        outs = []
+        for i, (layer, src) in enumerate(zip(self.model[:-1], self.sources[:-1])):
+            inp = x if i == 0 else [outs[s] for s in src] if isinstance(src, list) else outs[src]
+            outs.append(layer(inp))
+        return [outs[s] for s in self.sources[-1]]
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def dense(self, x):
+        """One-to-one predictions before top-k: (B, 4 + nc, A), xyxy pixels + sigmoid scores."""
+        return self.head.dense(self.features(x))
+
+    @torch.no_grad()
+    def fuse(self) -> "MHAFYOLO":
+        """Deploy graph: drop the one-to-many head, fold every BatchNorm and re-parameterisable
+        branch into single convolutions. In place; returns self (in eval mode)."""
+        if self.fused:
+            return self
+        head = self.head
+        for name in ("cv2", "cv3"):
+            if hasattr(head, name):
+                delattr(head, name)
+        fuse_descendants(self)
+        self.fused = True
+        return self.eval()
+
+
+def mhaf_yolo(variant: str = "n", num_classes: int = 80, max_det: int = 300,
+              class_names: list[str] | None = None) -> MHAFYOLO:
+    """Build an MHAF-YOLO detector: variant "lite-n", "n", "s" or "m" (the official YAMLs);
+    80 COCO classes unless told otherwise."""
+    return MHAFYOLO(variant=variant, num_classes=num_classes, max_det=max_det, class_names=class_names)

@@ -1,0 +1,241 @@
+"""Image classification: top-1/top-5 accuracy, a confusion-matrix picture, predict on an image file.
+
+Batches are (images in [0, 1] of shape (B, C, H, W), int64 labels). Models normalise their own
+input and expose `in_chans`, `img_size`, `num_classes` and optionally `class_names`.
+
+Training goes through `zoo.local_learning.training_method`: options["method"] picks man, auglocal
+or bp (default: the recipe the registry entry was released with, else bp).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from zoo.data import image_classification as icd
+from zoo.errors import DataError
+from zoo.tasks.base import Task
+
+def _expects(model_or_config) -> tuple[int, int, int]:
+    get = (model_or_config.get if isinstance(model_or_config, dict)
+           else lambda k, d: getattr(model_or_config, k, d))
+    return int(get("in_chans", 3)), int(get("img_size", 32)), int(get("num_classes", 10))
+
+
+def _check_fits(what: str, channels: int, size: tuple[int, int], expects: tuple[int, int, int]) -> None:
+    c, s, _ = expects
+    if channels != c or tuple(size) != (s, s):
+        raise DataError(f"{what} are {channels}x{size[0]}x{size[1]} (channels x height x width) but the model "
+                        f"expects {c}x{s}x{s}; use a checkpoint trained on this data "
+                        f"(e.g. `zoo eval NAME --dataset fashion-mnist` picks NAME.fashion-mnist)")
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    datasets = icd.DATASETS
+    default_batch_size = 128
+    default_lr = 2e-3
+    default_steps = 1000
+    main_metric = "top1"
+    lower_is_better = False
+
+    # ---- data -------------------------------------------------------------------------
+    @staticmethod
+    def _guess_dataset(path: str) -> str:
+        p = Path(path)
+        if p.is_file() and p.name.endswith((".csv", ".csv.gz")):
+            return "mnist-5k"
+        if p.is_file() and p.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return "cifar10"
+        if p.is_dir():
+            if list(p.glob("*.bin")) or (p / "cifar-10-batches-bin").is_dir():
+                return "cifar10"
+            if list(p.glob("*-idx3-ubyte*")):
+                return "fashion-mnist"
+        raise DataError(f"{path}: not a known image-classification layout (a cifar-10-batches-bin folder or "
+                        "archive, a folder of IDX files, or mnist_5k.csv.gz); name it with --dataset")
+
+    def load_dataset(self, dataset, split, data_path, model_config, options):
+        dataset = dataset or self._guess_dataset(data_path)
+        augment = split == "train" and bool(options.get("augment", True))
+        ds = icd.load(dataset, split, data_path, augment=augment)
+        _check_fits(f"{dataset} images", ds.channels, ds.image_size, _expects(model_config))
+        n_classes = _expects(model_config)[2]
+        if len(ds) and int(ds.labels.max()) >= n_classes:
+            raise DataError(f"{dataset} has labels up to {int(ds.labels.max())} but the model has {n_classes} classes")
+        subset = options.get("train_subset") if split == "train" else None
+        subset = subset or options.get("subset")
+        if subset:
+            ds = ds.subset(int(subset), seed=int(options.get("data_seed", 0)))
+        return ds
+
+    # ---- training ---------------------------------------------------------------------
+    def loss(self, model, batch):
+        logits = model(batch[0])
+        loss = F.cross_entropy(logits, batch[1])
+        return loss, {"acc": float((logits.argmax(1) == batch[1]).float().mean() * 100)}
+
+    def training_module(self, model, options):
+        from zoo.local_learning import training_method
+
+        return training_method(model, options)
+
+    def example_batch(self, model, model_config, options):
+        c, s, k = _expects(model)
+        s = int(options.get("imgsz") or s)
+        b = int(options.get("batch_size") or 32)
+        g = torch.Generator().manual_seed(0)
+        device = next(model.parameters()).device
+        images = torch.rand(b, c, s, s, generator=g).to(device)
+        labels = torch.randint(0, k, (b,), generator=g).to(device)
+        return [images, labels]
+
+    # ---- inference --------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, dataset, options):
+        from torch.utils.data import DataLoader
+
+        if hasattr(dataset, "channels"):
+            _check_fits(f"{getattr(dataset, 'name', 'the')} images", dataset.channels, dataset.image_size,
+                        _expects(model))
+        model.eval()
+        k = _expects(model)[2]
+        device = next(model.parameters()).device
+        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 256), shuffle=False)
+        n = top1 = top5 = 0
+        loss_sum = 0.0
+        confusion = torch.zeros(k, k, dtype=torch.int64)
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images).float()
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            best = logits.topk(min(5, k), dim=1).indices
+            top1 += int((best[:, 0] == labels).sum())
+            top5 += int((best == labels[:, None]).any(1).sum())
+            confusion += torch.bincount(labels.cpu() * k + best[:, 0].cpu(), minlength=k * k).view(k, k)
+            n += len(labels)
+        if n == 0:
+            raise DataError("the evaluation set is empty")
+        metrics = {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "loss": loss_sum / n, "samples": n}
+        path = options.get("confusion_matrix")
+        if path:
+            names = getattr(model, "class_names", None) or getattr(dataset, "classes", None) or list(map(str, range(k)))
+            draw_confusion_matrix(confusion, names, Path(path), title=f"top-1 {metrics['top1']:.2f}% on {n} images")
+        return metrics
+
+    @torch.no_grad()
+    def predict(self, model, input, dataset, save, options):
+        model.eval()
+        c, s, k = _expects(model)
+        names = getattr(model, "class_names", None) or getattr(dataset, "classes", None) or list(map(str, range(k)))
+        label = None
+        if input:
+            image, source = load_image(input, c, s, resize=bool(options.get("resize", False))), str(input)
+        elif dataset is not None and len(dataset):
+            i = int(options.get("index", 0))
+            if not 0 <= i < len(dataset):
+                raise DataError(f"sample index {i} is out of range (the set has {len(dataset)})")
+            image, label = dataset[i]
+            _check_fits("dataset images", image.shape[0], tuple(image.shape[1:]), (c, s, k))
+            label = int(label)
+            source = f"{getattr(dataset, 'name', 'dataset')} #{i}"
+        else:
+            raise DataError("predict needs an image file (INPUT) or --dataset")
+        device = next(model.parameters()).device
+        probs = model(image[None].to(device)).float().softmax(1)[0].cpu()
+        top = probs.topk(min(5, k))
+        ranked = [{"class": names[j], "index": int(j), "prob": float(p)} for p, j in zip(top.values, top.indices)]
+        out = {"input": source, "prediction": ranked[0]["class"], "top5": ranked}
+        if label is not None:
+            out["label"] = names[label]
+        if save:
+            draw_prediction(image, ranked, Path(save), truth=out.get("label"))
+        return out
+
+    def example_input(self, model, model_config, options):
+        c, s, _ = _expects(model)
+        s = int(options.get("imgsz") or s)
+        b = int(options.get("batch_size") or 1)
+        device = next(model.parameters()).device
+        return (torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(0)).to(device),)
+
+
+# ---- images and pictures ----------------------------------------------------------------------------
+
+def load_image(path: str | Path, channels: int, size: int, resize: bool = False) -> torch.Tensor:
+    """An image file as a (channels, size, size) float tensor in [0, 1]. A file of another channel
+    count or size is refused unless resize=True (then converted and resized)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    has = 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    if (has != channels or img.size != (size, size)) and not resize:
+        raise DataError(f"{path} is {has}x{img.size[1]}x{img.size[0]} (channels x height x width) but the model "
+                        f"expects {channels}x{size}x{size}; pass -o resize=true to convert and resize it")
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(arr)
+    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
+
+
+def draw_confusion_matrix(confusion: torch.Tensor, names: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(confusion)
+    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
+    im = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def draw_prediction(image: torch.Tensor, ranked: list[dict], path: Path, truth: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3), gridspec_kw={"width_ratios": [1, 1.4]})
+    pic = image.permute(1, 2, 0).numpy()
+    left.imshow(pic[..., 0] if pic.shape[2] == 1 else pic, cmap="gray" if pic.shape[2] == 1 else None)
+    left.set_axis_off()
+    left.set_title(f"true: {truth}" if truth else "input")
+    labels = [r["class"] for r in ranked][::-1]
+    right.barh(labels, [r["prob"] for r in ranked][::-1], color="tab:blue")
+    right.set_xlim(0, 1)
+    right.set_xlabel("probability")
+    right.set_title(f"predicted: {ranked[0]['class']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+

