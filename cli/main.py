@@ -273,7 +273,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     warnings.filterwarnings("ignore")  # library deprecation chatter is not for the user's terminal
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)  # in this mode click returns Exit codes instead of raising them
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except ZooError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -137,13 +137,14 @@ def parse_registry(text: str, source: str = "registry.yaml") -> Registry:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str, mtime: float) -> Registry:
+def _load(path: str, stamp: tuple) -> Registry:
     return parse_registry(Path(path).read_text(encoding="utf-8"), source=Path(path).name)
 
 
 def load_registry() -> Registry:
     path = registry_path()
-    return _load(str(path), path.stat().st_mtime)
+    st = path.stat()
+    return _load(str(path), (st.st_mtime_ns, st.st_size, st.st_ino))
 
 
 # ---- name resolution ------------------------------------------------------------------------
