@@ -18,7 +18,7 @@ The paper (arXiv 2603.06492) reports up to 1.47x fewer steps, +4 % parameters an
 best, up to 1.22x wall-clock, for LLMs of 250M and 1.5B on GPUs; this is a 1M-parameter
 character model on a CPU, so expect different numbers -- the script reports whatever it measures.
 
-    OMP_NUM_THREADS=1 python benchmarks/noble_speedup.py --steps 600 --json runs/noble_speedup.json
+    OMP_NUM_THREADS=1 python benchmarks/noble_speedup.py --steps 500 --json runs/noble_speedup.json
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--baseline", default="gpt-mini")
     p.add_argument("--noble", default="noble-gpt-mini")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=50)

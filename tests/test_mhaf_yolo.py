@@ -168,9 +168,10 @@ def test_fused_model_computes_the_same_function(variant):
         fraw = fhead._maps(fused.features(x), fhead.one2one_cv2, fhead.one2one_cv3)
         for r, f in zip(raw, fraw):
             assert r[:, 64:].std() > 0.3 and r[:, :64].std() > 0.3  # neither collapsed nor constant
-            assert (r - f).abs().max() < 1e-8
-        assert (model.dense(x) - fused.dense(x)).abs().max() < 1e-8
-        assert (model(x) - fused(x)).abs().max() < 1e-8
+            assert (r - f).abs().max() < 1e-7
+        # boxes are in pixels (up to ~130 here): 1e-6 is ~1e-9 relative; a fusion error is O(1)
+        assert (model.dense(x) - fused.dense(x)).abs().max() < 1e-6
+        assert (model(x) - fused(x)).abs().max() < 1e-6
     assert len(fused.state_dict()) < len(model.state_dict()) / 4
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -313,9 +314,6 @@ class AugLocalTraining(_LocalTraining):
         self.aux_nets = nn.ModuleList()
         for layer, depth in enumerate(self.depths):
             chosen = auglocal_selection(layer, depth, n_layers)
-            if len(chosen) < depth and not (depth >= n_layers - 1 - layer):
-                raise ConfigError(f"--aux-depth {depth} is larger than the {n_layers - 1 - layer} layers after "
-                                  f"layer {layer}")
             self.selections.append(chosen)
             self.aux_nets.append(self._aux_net(model, shapes, layer, chosen, depth, n_classes))
 

@@ -10,31 +10,33 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 def fourier_resample(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resample the last two (square, periodic) axes of `x` to `size` x `size` spectrally.
 
-    Down: keep the frequencies k with -size/2 <= k <= size/2 - 1. Up: zero-pad the centred
-    spectrum. `norm="forward"` keeps the amplitude of every mode, so a constant stays a constant."""
+    Down: keep the frequencies k with -size/2 <= k <= size/2 - 1. Up: zero-pad the spectrum
+    between the positive and the negative frequencies (the input's -n/2 mode stays -n/2), as
+    Poseidon/DRIFT-Net do. `norm="forward"` keeps each mode's amplitude, so a constant stays a
+    constant. The spectrum is cut and padded as a real (..., 2) view, because ONNX export carries
+    complex FFTs but not complex index_select/pad."""
     n = x.shape[-1]
     if x.shape[-2] != n:
         raise ValueError(f"fourier_resample needs a square field, got {tuple(x.shape[-2:])}")
     if n == size:
         return x
-    spec = torch.fft.fft2(x, norm="forward")
+    spec = torch.view_as_real(torch.fft.fft2(x, norm="forward"))          # (..., n, n, 2)
     if size < n:
-        freqs = torch.fft.fftfreq(n, d=1.0 / n)
-        keep = torch.nonzero((freqs >= -size / 2) & (freqs <= size / 2 - 1)).flatten().to(x.device)
-        spec = spec.index_select(-2, keep).index_select(-1, keep)
+        h = size // 2
+        spec = torch.cat([spec[..., :h, :, :], spec[..., n - h:, :, :]], dim=-3)
+        spec = torch.cat([spec[..., :h, :], spec[..., n - h:, :]], dim=-2)
     else:
-        pad = (size - n) // 2
-        spec = torch.fft.fftshift(spec, dim=(-2, -1))
-        spec = torch.complex(nn.functional.pad(spec.real, (pad, pad, pad, pad)),
-                             nn.functional.pad(spec.imag, (pad, pad, pad, pad)))
-        spec = torch.fft.ifftshift(spec, dim=(-2, -1))
-    return torch.fft.ifft2(spec, norm="forward").real
+        h = n // 2
+        rows = spec.new_zeros(*spec.shape[:-3], size - n, n, 2)
+        spec = torch.cat([spec[..., :h, :, :], rows, spec[..., h:, :, :]], dim=-3)
+        cols = spec.new_zeros(*spec.shape[:-3], size, size - n, 2)
+        spec = torch.cat([spec[..., :h, :], cols, spec[..., h:, :]], dim=-2)
+    return torch.fft.ifft2(torch.view_as_complex(spec.contiguous()), norm="forward").real
 
 
 def radial_band_ids(h_fft: int, w_fft: int, bands: int) -> torch.Tensor:

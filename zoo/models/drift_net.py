@@ -134,6 +134,12 @@ class SpectralGateBlock(RealPairStateMixin, nn.Module):
         tx = 0.25 if self.theta_x.is_meta else float(self.theta_x.detach())
         ty = 0.25 if self.theta_y.is_meta else float(self.theta_y.detach())
         self.cut = (int(self.h_fft / (1.0 + math.exp(-tx))), int(self.w_fft / (1.0 + math.exp(-ty))))
+        # a real 0/1 mask, not a slice + pad: ONNX's complex support covers products, not pads
+        mask = torch.zeros(self.h_fft, self.w_fft, device="cpu")
+        mask[: self.cut[0], : self.cut[1]] = 1.0
+        old = getattr(self, "low_mask", None)
+        self.register_buffer("low_mask", mask.to(old.device) if old is not None and not old.is_meta else mask,
+                             persistent=False)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
@@ -143,10 +149,9 @@ class SpectralGateBlock(RealPairStateMixin, nn.Module):
         b, h, w, c = x.shape
         xc = x.permute(0, 3, 1, 2)
         spec = torch.fft.rfft2(xc.float(), norm="forward")                 # (B, C, h, wf)
-        kx, ky = self.cut
-        low = F.pad(spec[:, :, :kx, :ky], (0, spec.shape[-1] - ky, 0, spec.shape[-2] - kx))
+        low = spec * self.low_mask
         high = spec - low
-        mixed = torch.einsum("oc,bcxy->boxy", self.low_mix, low)
+        mixed = (self.low_mix @ low.flatten(2)).reshape(spec.shape)  # matmul: ONNX's complex ops lack einsum
         feature = (high.abs() - low.abs()).abs().flatten(2)
         alpha = self.band_gate(feature).reshape(spec.shape).to(spec.real.dtype)
         fused = alpha * mixed + (1.0 - alpha) * high

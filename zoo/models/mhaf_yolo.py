@@ -507,6 +507,14 @@ class MHAFYOLO(nn.Module):
         """One-to-one predictions before top-k: (B, 4 + nc, A), xyxy pixels + sigmoid scores."""
         return self.head.dense(self.features(x))
 
+    def export_model(self) -> nn.Module:
+        """What `zoo export` writes: the one-to-one head's dense predictions, (B, 4 + nc, A) with
+        xyxy pixel boxes and class scores. It is NMS-free (one box per object: keep the scores
+        above a threshold, or the top k). The top-k itself stays out of the exported graph because
+        its order over near-equal scores is not reproducible across runtimes (the official export
+        appends it: `forward` in eval mode is that graph)."""
+        return _DenseOutput(self)
+
     @torch.no_grad()
     def fuse(self) -> "MHAFYOLO":
         """Deploy graph: drop the one-to-many head, fold every BatchNorm and re-parameterisable
@@ -520,6 +528,23 @@ class MHAFYOLO(nn.Module):
         fuse_descendants(self)
         self.fused = True
         return self.eval()
+
+
+class _DenseOutput(nn.Module):
+    def __init__(self, model: MHAFYOLO):
+        super().__init__()
+        self.model = model
+
+    @property
+    def fused(self) -> bool:
+        return self.model.fused
+
+    def fuse(self) -> "_DenseOutput":
+        self.model.fuse()
+        return self
+
+    def forward(self, x):
+        return self.model.dense(x)
 
 
 def mhaf_yolo(variant: str = "n", num_classes: int = 80, max_det: int = 300,

@@ -18,6 +18,7 @@ from zoo.data import image_classification as icd
 from zoo.errors import DataError
 from zoo.tasks.base import Task
 
+
 def _expects(model_or_config) -> tuple[int, int, int]:
     get = (model_or_config.get if isinstance(model_or_config, dict)
            else lambda k, d: getattr(model_or_config, k, d))
@@ -43,7 +44,9 @@ class ClassificationTask(Task):
 
     # ---- data -------------------------------------------------------------------------
     @staticmethod
-    def _guess_dataset(path: str) -> str:
+    def _guess_dataset(path: str | None) -> str:
+        if not path:
+            raise DataError(f"which data? give --dataset (one of: {', '.join(icd.DATASETS)}) or --data PATH")
         p = Path(path)
         if p.is_file() and p.name.endswith((".csv", ".csv.gz")):
             return "mnist-5k"

@@ -425,8 +425,9 @@ class DetectionTask(Task):
                 yield meta["index"], to_original(det, meta)
 
     def evaluate(self, model, dataset, options):
-        """COCO box mAP@[.5:.95] and mAP@.5 with faster-coco-eval (all detections above 0.001,
-        at most max_det per image, as the official validator)."""
+        """COCO box mAP@[.5:.95] and mAP@.5 with faster-coco-eval: the model's detections above
+        `conf` (0.001, as the official validator), COCO's protocol of the best `max_dets` (100)
+        per image."""
         from faster_coco_eval import COCO, COCOeval_faster
         if not isinstance(dataset, DetectionDataset):
             raise DataError("detection evaluation needs a detection dataset")
@@ -443,6 +444,7 @@ class DetectionTask(Task):
         if not results or not any(len(b) for b in records.boxes):
             return {"mAP50-95": 0.0, "mAP50": 0.0, "images": float(len(dataset)), "detections": float(len(results))}
         ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox", print_function=lambda *a, **k: None)
+        ev.params.maxDets = [1, 10, int(options.get("max_dets", 100))]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
