@@ -217,6 +217,25 @@ def test_assigner_without_objects():
     assert not fg.any() and ts.sum() == 0
 
 
+def test_loss_equals_the_official_v8_detection_loss():
+    """Reference values from the official code on this seeded input: ultralytics' v8DetectionLoss
+    (the MHAF-YOLO repo's ultralytics 8.1.34 fork, TaskAlignedAssigner alpha 0.5 beta 6, gains
+    7.5/0.5/1.5), run once outside the zoo with tal_topk=10 (one-to-many) and 1 (one-to-one)."""
+    g = torch.Generator().manual_seed(0)
+    nc, imgsz, bs = 3, 128, 3
+    maps = [torch.randn(bs, 64 + nc, imgsz // s, imgsz // s, generator=g) for s in (8, 16, 32)]
+    xy = torch.rand(9, 2, generator=g) * 90
+    wh = torch.rand(9, 2, generator=g) * 40 + 6
+    batch = {"batch_idx": torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 2]),
+             "cls": torch.randint(0, nc, (9,), generator=g),
+             "boxes": torch.cat((xy, (xy + wh).clamp(max=imgsz)), 1)}
+    official = {10: (6.89548, 827.246, 4.62465), 1: (3.39734, 1222.04, 2.18493)}  # box, cls, dfl (gained)
+    for topk, expected in official.items():
+        total, parts = detection.detection_loss(maps, batch, nc, topk)
+        np.testing.assert_allclose(parts.numpy(), expected, rtol=2e-5)
+        assert total.item() == pytest.approx(sum(expected), rel=2e-5)
+
+
 def test_loss_trains_the_model_on_a_fixed_batch():
     from zoo.models.mhaf_yolo import mhaf_yolo
     torch.manual_seed(0)

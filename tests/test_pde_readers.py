@@ -124,6 +124,11 @@ def test_files_through_the_task_and_bad_files(tmp_path):
     drift_cfg = {"image_size": 32, "fields": ["u", "v"], "time_history": 1}
     ds = task.load_dataset(None, "test", str(path), drift_cfg, {})
     assert ds.frames.shape == (N, T, 2, S, S) and len(ds) == N * (T - 1)
+    # a file given as predict's INPUT
+    from zoo.models.drift_net import drift_net
+    model = drift_net(image_size=16, fields=["u", "v"], embed_dim=8, depths=[1, 1, 1, 1], patch_size=2)
+    out = task.predict(model, str(path), None, tmp_path / "rollout.gif", {"steps": 3, "field": "v"})
+    assert out["steps"] == 3 and out["field"] == "v" and (tmp_path / "rollout.gif").stat().st_size > 0
     # wrong fields for the model
     with pytest.raises(DataError, match="has fields \\['u', 'v'\\]; the model needs \\['smoke', 'u', 'v'\\]"):
         task.load_dataset(None, "test", str(path), {"fields": ["smoke", "u", "v"], "time_history": 4}, {})

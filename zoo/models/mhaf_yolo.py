@@ -35,9 +35,7 @@ from torch import nn
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.layers.conv import ConvBnAct, fuse_descendants
 from zoo.layers.rep import UniRepLKNetBlock
-
-REG_MAX = 16
-STRIDES = (8, 16, 32)
+from zoo.tasks.detection import REG_MAX, STRIDES, make_anchors
 
 # ---------------------------------------------------------------------------------------------
 # The official YAMLs as data: (from, module, args). Channel args are YAML values before scaling.
@@ -121,7 +119,7 @@ def _m_layers():
 
 
 def _lite_n_layers():
-    backbone = [list(x) for x in _BACKBONE_N]
+    backbone = list(_BACKBONE_N)
     backbone[4] = (-1, "rephms", [256, 2, 1, 3, 5])
     backbone[6] = (-1, "rephms", [512, 2, 1, 3, 7])
     backbone[7] = (-1, "scdown", [768, 3, 2])
@@ -153,7 +151,7 @@ def _lite_n_layers():
         (-1, "rephms", [384, *w, 9]),              # 31  P5 out
         ([23, 27, 31], "detect", []),              # 32
     ]
-    return [tuple(x) for x in backbone] + head
+    return backbone + head
 
 
 #: variant -> (width multiple, max channels, layer list). Depth multiple is 1 in every official YAML.
@@ -415,19 +413,6 @@ class V10Detect(nn.Module):
         labels = flat % self.nc
         boxes = boxes.gather(1, (flat // self.nc).unsqueeze(-1).expand(-1, -1, 4))
         return torch.cat((boxes, scores.unsqueeze(-1), labels.unsqueeze(-1).to(boxes.dtype)), -1)
-
-
-def make_anchors(maps, strides, offset: float = 0.5):
-    """Grid-cell centres in grid units (A, 2) and the stride of each anchor (A, 1)."""
-    points, stride_list = [], []
-    for m, s in zip(maps, strides):
-        h, w = m.shape[-2:]
-        sx = torch.arange(w, device=m.device, dtype=m.dtype) + offset
-        sy = torch.arange(h, device=m.device, dtype=m.dtype) + offset
-        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
-        points.append(torch.stack((xx, yy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(s), device=m.device, dtype=m.dtype))
-    return torch.cat(points), torch.cat(stride_list)
 
 
 # ---------------------------------------------------------------------------------------------

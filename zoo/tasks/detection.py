@@ -1,7 +1,8 @@
 """Object detection: COCO-json / YOLO-txt data, letterbox + YOLO augmentations, the YOLOv10
 dual-assignment loss, NMS-free decoding, COCO mAP through faster-coco-eval, pictures of predictions.
 
-Models of this task (MHAF-YOLO so far) follow one output contract: in training mode `forward`
+Models of this task (MHAF-YOLO so far) follow one output contract (REG_MAX, STRIDES and
+make_anchors below are its geometry): in training mode `forward`
 returns {"one2many": maps, "one2one": maps}, three raw (B, 4*16 + nc, H, W) maps at strides
 8/16/32 (DFL box bins then class logits); in eval mode it returns (B, k, 6) detections
 [x1, y1, x2, y2, score, label] in input pixels. Models carry `num_classes` and `class_names`.
@@ -225,15 +226,17 @@ def ciou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - complete_box_iou_loss(a, b, reduction="none", eps=1e-7)
 
 
-def anchor_grid(maps, strides=STRIDES):
-    """Anchor centres in grid units (A, 2) and their strides (A, 1)."""
+def make_anchors(maps, strides=STRIDES, offset: float = 0.5):
+    """Grid-cell centres in grid units (A, 2) and the stride of each anchor (A, 1), level after
+    level, row-major: the anchor order of the flattened maps."""
     points, stride_list = [], []
     for m, s in zip(maps, strides):
         h, w = m.shape[-2:]
-        yy, xx = torch.meshgrid(torch.arange(h, device=m.device, dtype=torch.float32) + 0.5,
-                                torch.arange(w, device=m.device, dtype=torch.float32) + 0.5, indexing="ij")
+        sx = torch.arange(w, device=m.device, dtype=m.dtype) + offset
+        sy = torch.arange(h, device=m.device, dtype=m.dtype) + offset
+        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
         points.append(torch.stack((xx, yy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(s), device=m.device))
+        stride_list.append(torch.full((h * w, 1), float(s), device=m.device, dtype=m.dtype))
     return torch.cat(points), torch.cat(stride_list)
 
 
@@ -287,9 +290,10 @@ def detection_loss(maps, batch: dict, num_classes: int, topk: int):
     anchors, each normalised by the sum of target scores. Returns (weighted sum, (box, cls, dfl))."""
     device = maps[0].device
     bsz = maps[0].shape[0]
+    maps = [m.float() for m in maps]  # the loss in fp32 whatever precision the forward ran in
     pred = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)                 # (B, A, 64 + C)
     dist_logits, cls_logits = pred.split((4 * REG_MAX, num_classes), -1)
-    anchors, strides = anchor_grid(maps)
+    anchors, strides = make_anchors(maps)
     proj = torch.arange(REG_MAX, device=device, dtype=pred.dtype)
     dist = dist_logits.view(bsz, -1, 4, REG_MAX).softmax(-1) @ proj                     # (B, A, 4) grid units
     pred_boxes = torch.cat((anchors - dist[..., :2], anchors + dist[..., 2:]), -1)      # xyxy grid units

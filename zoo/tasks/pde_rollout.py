@@ -203,9 +203,11 @@ class RolloutTask(Task):
     @torch.inference_mode()
     def predict(self, model, input, dataset, save, options):
         if input:
-            from zoo.data import navier_stokes as ns
             cfg = {"fields": list(model.fields), "time_history": model.time_history}
-            dataset = self.load_dataset(None, options.get("split"), input, cfg, options)
+            for key in ("image_size", "resolution"):
+                if getattr(model, key, None):
+                    cfg[key] = getattr(model, key)
+            dataset = self.load_dataset(None, options.get("split", "test"), input, cfg, options)
         if dataset is None:
             raise DataError("predict needs trajectories: give --dataset navier-stokes, --data PATH or a file as INPUT")
         model.eval()
