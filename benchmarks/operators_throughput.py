@@ -110,7 +110,8 @@ def main() -> int:
     print(f"accuracy on the generated NS test set (64x64 vorticity, start frame {args.start}, {args.steps} steps)")
     for k, v in acc.items():
         print(f"  {k:10s} {v['model']:28s} params {v['params']:>9,d}  one-step rel L2 {v['one_step_rel_l2']:.4f}  "
-              f"{args.steps}-step rollout rel L2 {v[f'rollout{args.steps}_rel_l2']:.4f}  last step {v['final_rel_l2']:.4f}")
+              f"{args.steps}-step rollout rel L2 {v[f'rollout{args.steps}_rel_l2']:.4f}  "
+              f"last step {v['final_rel_l2']:.4f}")
     print("throughput (samples/s, forward, 1 thread; ratio = DRIFT-Net / SineNet)")
     for r in speed:
         print(f"  {r['size']:15s} {r['resolution']:>4d}^2  DRIFT-Net {r['drift_net_samples_per_s']:8.2f}  "

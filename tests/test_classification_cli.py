@@ -9,6 +9,7 @@ import torch
 import zoo
 from tests.conftest import run_zoo
 from tests.test_classification import make_cifar, make_fashion_mnist
+from zoo.data import image_classification as icd
 from zoo.tasks.classification import ClassificationTask
 
 
@@ -103,3 +104,36 @@ def test_auglocal_under_ddp_with_two_processes(fmnist, tmp_path):
 
     keys = load_file(str(out / "model.safetensors")).keys()
     assert "head.fc.weight" in keys and not any(k.startswith(("aux_nets", "model.")) for k in keys)
+
+
+REAL_FMNIST = pytest.mark.skipif(not icd.FASHION_MNIST_DIR.is_dir(),
+                                 reason="Debian package dataset-fashion-mnist not installed")
+
+
+@pytest.mark.slow
+@REAL_FMNIST
+@pytest.mark.parametrize("name", ["resnet32", "auglocal-resnet32", "man-resnet32"])
+def test_registry_accuracy_is_what_our_eval_measures(name):
+    from zoo import registry
+
+    entry = registry.load_registry().models[name]
+    if "fashion-mnist" not in entry.checkpoints:
+        pytest.skip(f"{name} has no fashion-mnist checkpoint registered")
+    done = run_zoo("eval", name, "--dataset", "fashion-mnist", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout)["metrics"]
+    assert measured["samples"] == 10_000
+    for key in ("top1", "top5"):
+        assert measured[key] == pytest.approx(entry.checkpoints["fashion-mnist"].metrics[key], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_bench_train_compares_peak_memory_and_step_time_in_one_run():
+    done = run_zoo("bench", "man-resnet32", "--train", "--compare", "resnet32", "-b", "32", "--repeats", "2",
+                   "-o", "warmup=1", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(done.stdout)
+    names = [r["model"] for r in res["results"]]
+    assert names[0].startswith("man-resnet32") and names[1].startswith("resnet32")
+    ratio = next(v for k, v in res["ratios"].items() if k.startswith("peak memory"))
+    assert ratio < 0.8, res   # MAN frees each local module's activations before the next one runs

@@ -88,7 +88,8 @@ def test_coco_json_errors_are_one_line(tmp_path, edit, message):
 
 
 def test_yolo_reader(tmp_path):
-    rec = coco.read_any(_yolo_folder(tmp_path, ["1 0.36458 0.390625 0.3125 0.46875", "0 0.1 0.1 0.1 0.1 0.3 0.3"]), "val")
+    lines = ["1 0.36458 0.390625 0.3125 0.46875", "0 0.1 0.1 0.1 0.1 0.3 0.3"]
+    rec = coco.read_any(_yolo_folder(tmp_path, lines), "val")
     assert rec.names == ["a", "b"]
     np.testing.assert_allclose(rec.boxes[0][0], [20, 10, 50, 40], atol=0.01)
     np.testing.assert_allclose(rec.boxes[0][1], [9.6, 6.4, 28.8, 19.2], atol=0.01)  # polygon -> its box
@@ -328,7 +329,8 @@ def test_shapes_is_seeded_and_cached(tmp_path, monkeypatch):
     assert a == b != c
     ja = json.loads((a / "annotations" / "instances_train.json").read_text())
     assert len(ja["images"]) == 8 and ja["annotations"]
-    assert (a / "annotations" / "instances_train.json").read_text() != (c / "annotations" / "instances_train.json").read_text()
+    train_json = "annotations/instances_train.json"
+    assert (a / train_json).read_text() != (c / train_json).read_text()
     train, val = coco.read_any(a, "train"), coco.read_any(a, "val")
     assert len(val) == 2 and set(train.files).isdisjoint(val.files)
     for boxes, (w, h) in zip(train.boxes, train.sizes):  # objects never overlap and stay inside

@@ -245,3 +245,28 @@ def test_one_to_one_head_sees_detached_features():
     assert model.head.one2one_cv3[0][2].weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="cannot be trained"):
         model.fuse().train()(torch.rand(1, 3, 64, 64))
+
+
+# ---- our trained checkpoints (hub/) -------------------------------------------------------------
+def _tree_tiles(n: int = 2, imgsz: int = 640) -> torch.Tensor:
+    from zoo.tasks.detection import DetectionTask
+    ds = DetectionTask().load_dataset("trees", "val", None, {"num_classes": 1}, {"imgsz": imgsz})
+    return torch.stack([ds[i]["image"] for i in range(n)]).float() / 255
+
+
+def test_trained_checkpoint_fuses_exactly_in_fp32():
+    """On trained weights (real activations, spread-out scores) the fp32 deploy graph gives the
+    training graph's outputs: logits and scores to 1e-4, boxes to 1e-6 of the image size."""
+    import zoo
+    model = zoo.create_model("mhaf-yolo-n.trees", pretrained=True).eval()
+    fused = copy.deepcopy(model).fuse()
+    x = _tree_tiles()
+    with torch.no_grad():
+        h, fh = model.head, fused.head
+        raw = h._maps(model.features(x), h.one2one_cv2, h.one2one_cv3)
+        fraw = fh._maps(fused.features(x), fh.one2one_cv2, fh.one2one_cv3)
+        assert max((a - b).abs().max().item() for a, b in zip(raw, fraw)) < 1e-4
+        ref, got = model.dense(x), fused.dense(x)
+        assert (ref[:, 4:] - got[:, 4:]).abs().max() < 1e-4
+        assert (ref[:, :4] - got[:, :4]).abs().max() / 640 < 1e-6
+        assert ref[:, 4:].max() > 0.3  # it does find trees

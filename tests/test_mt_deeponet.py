@@ -15,7 +15,8 @@ def n_params(m):
 @pytest.mark.parametrize("problem,count", [
     # Fisher: 68 -> 128 (LN) -> 128 (LN) -> 300 | 2 -> 128 -> 128 -> 128 -> 300
     ("fisher", 64_556 + 72_108),
-    # Darcy: 4 convs 5x5 (16, 32, 64, 64) on 100x100x2, pools to 6x6 -> 128 -> 128 -> 150 | 2 -> 64 -> 128 -> 128 -> 128 -> 150
+    # Darcy: 4 convs 5x5 (16, 32, 64, 64) on 100x100x2, pools to 6x6 -> 128 -> 128 -> 150
+    #        | trunk 2 -> 64 -> 128 -> 128 -> 128 -> 150
     ("darcy", 498_278 + 60_886),
     # heated plate: 2 -> 32, 64, 128, 128 (BN) -> 200 | 3 -> 9 BN layers + 7 projections -> 200 (trainable only)
     ("heated-plate", 53_544 + 184_904),

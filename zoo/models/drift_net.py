@@ -271,7 +271,8 @@ class DriftNet(nn.Module):
     def __init__(self, image_size: int = 128, in_channels: int | None = None, out_channels: int | None = None,
                  embed_dim: int = 48,
                  depths=(4, 4, 4, 4), patch_size: int = 4, mlp_ratio: float = 4.0, skip_blocks=(2, 2, 2, 0),
-                 bands: int = 6, gate_hidden: int = 128, time_conditioning: bool = True, lead_time: float = 1 / TIME_SCALE,
+                 bands: int = 6, gate_hidden: int = 128, time_conditioning: bool = True,
+                 lead_time: float = 1 / TIME_SCALE,
                  drop_path_rate: float = 0.0, layer_norm_eps: float = 1e-5, init_std: float = 0.02,
                  field_mean=None, field_std=None, fields=("u", "v")):
         super().__init__()

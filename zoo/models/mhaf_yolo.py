@@ -343,7 +343,6 @@ class V10Detect(nn.Module):
         self.nc = num_classes
         self.no = num_classes + 4 * REG_MAX
         self.max_det = max_det
-        self.register_buffer("stride", torch.tensor(STRIDES, dtype=torch.float), persistent=False)
         c2 = max(16, channels[0] // 4, 4 * REG_MAX)
         c3 = max(channels[0], min(num_classes, 100))
 
@@ -406,7 +405,7 @@ class V10Detect(nn.Module):
         class score, then the max_det best (anchor, class) pairs among them -> (B, k, 6)."""
         boxes, scores = dense.transpose(1, 2).split((4, self.nc), dim=-1)
         k = min(self.max_det, boxes.shape[1])
-        best, index = scores.amax(-1).topk(k, dim=-1)
+        _, index = scores.amax(-1).topk(k, dim=-1)
         boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
         scores = scores.gather(1, index.unsqueeze(-1).expand(-1, -1, self.nc))
         scores, flat = scores.flatten(1).topk(k, dim=-1)

@@ -15,7 +15,6 @@ resize ratio, padding, original size), which maps predictions back to the origin
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import numpy as np
@@ -480,7 +479,6 @@ class DetectionTask(Task):
         records = DetectionRecords(names=names, category_ids=list(range(len(names))))
         records.add(path, image.size, 1, np.zeros((0, 4)), [])
         ds = DetectionDataset(records, imgsz)
-        ds._images[0] = image
         conf = float(options.get("conf", 0.25))
         _, det = next(self.detect(model, ds, {**options, "batch_size": 1}))
         det = det[det[:, 4] >= conf]

@@ -79,9 +79,10 @@ class OperatorTask(Task):
         "antiderivative": "ds/dx = u(x): GRF inputs (RBF, l=0.2), 100 sensors; 10k train / 100k test triplets (generated)",
         "darcy": "2-D Darcy flow, FNO recipe, 29x29 (generated; or --data an FNO .mat / neuraloperator .pt file)",
         "darcy-neuralop": "the real Darcy files shipped in the neuraloperator 0.3.0 wheel (train 1000 @16x16; test 50 @16x16, 50 @32x32 with -o resolution=32)",
-        "fisher": "1-D Fisher equation, 3 reaction forms (MT-DeepONet), 20x64 (t, x) outputs; 3200 train / 800 test (generated)",
-        "multi-geometry-darcy": "Darcy flow on square/circle/triangle domains with a geometry mask (MT-DeepONet), 100x100; "
-                                "900 train / 180 test (generated; or --data an official .mat file)",
+        "fisher": "1-D Fisher equation, 3 reaction forms (MT-DeepONet), 20x64 (t, x) outputs; "
+                  "3200 train / 800 test (generated)",
+        "multi-geometry-darcy": "Darcy flow on square/circle/triangle domains with a geometry mask (MT-DeepONet), "
+                                "100x100; 900 train / 180 test (generated; or --data an official .mat file)",
     }
     default_batch_size = 256
     default_lr = 1e-3
@@ -301,9 +302,11 @@ def _predict_fisher(model, dataset, i, save):
     if save:
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
         ext = (0, 1, 0, 1)
-        for ax, img, title, kw in ((axes[0], truth, "truth u(t, x)", {"vmin": 0, "vmax": 1}),
-                                   (axes[1], pred, "prediction", {"vmin": 0, "vmax": 1}),
-                                   (axes[2], pred - truth, f"error (rel. L2 {rel:.2%})", {"cmap": "coolwarm"})):
+        m = float(np.abs(pred - truth).max()) or 1.0
+        panels = ((axes[0], truth, "truth u(t, x)", {"vmin": 0, "vmax": 1}),
+                  (axes[1], pred, "prediction", {"vmin": 0, "vmax": 1}),
+                  (axes[2], pred - truth, f"error (rel. L2 {rel:.2%})", {"cmap": "coolwarm", "vmin": -m, "vmax": m}))
+        for ax, img, title, kw in panels:
             im = ax.imshow(img, origin="lower", aspect="auto", extent=ext, **kw)
             ax.set_xlabel("x")
             ax.set_ylabel("t")
