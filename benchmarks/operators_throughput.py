@@ -7,10 +7,12 @@ scored on exactly the same target frames:
   * one-step relative L2 (PDEArena's scaled L2, mean over every frame t >= start, from true inputs);
   * 10-step autoregressive rollout relative L2 (mean over the 10 steps) and the last step's.
 
-Throughput: forward passes per second (inference_mode, batch --batch-size, one thread), each model
+Throughput: samples per second of forward passes (inference_mode, one thread), each model
 in our laptop size and in the paper size (DRIFT-Net-T and SineNet-8, random weights), at 64x64 and
 128x128 grids (DRIFT-Net built for the grid it is fed, so it does not resample). Timings alternate
 the two models (drift of a shared machine hits both alike); medians; the ratio is DRIFT / SineNet.
+Batch --batch-size (--paper-batch-size for the paper sizes, whose SineNet-8 forward at 128^2 takes
+seconds on one core).
 
     OMP_NUM_THREADS=1 python benchmarks/operators_throughput.py [--repeats 7] [--json]
 """
@@ -48,11 +50,11 @@ def accuracy(drift, sine, start: int, steps: int) -> dict:
     return out
 
 
-def throughput(pairs, resolutions, batch: int, repeats: int) -> list[dict]:
+def throughput(pairs, resolutions) -> list[dict]:
     import torch
 
     rows = []
-    for label, build_drift, build_sine in pairs:
+    for label, build_drift, build_sine, batch, repeats in pairs:
         for n in resolutions:
             models = {"drift-net": build_drift(n).eval(), "sinenet": build_sine(n).eval()}
             inputs = {k: m.example_input(batch, n) for k, m in models.items()}
@@ -82,6 +84,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--paper-batch-size", type=int, default=1)
+    parser.add_argument("--paper-repeats", type=int, default=3)
     parser.add_argument("--no-paper-sizes", action="store_true", help="skip DRIFT-Net-T vs SineNet-8")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -97,11 +101,12 @@ def main() -> int:
 
     dcfg, scfg = dict(drift.config), dict(sine.config)
     pairs = [("ours", lambda n: drift_net(**{**dcfg, "image_size": n}),
-              lambda n: sinenet(**{**scfg, "resolution": n}))]
+              lambda n: sinenet(**{**scfg, "resolution": n}), args.batch_size, args.repeats)]
     if not args.no_paper_sizes:
         pairs.append(("paper (T vs 8)", lambda n: drift_net("t", image_size=n, fields=["u", "v"]),
-                      lambda n: sinenet(8, fields=["smoke", "u", "v"], time_history=4)))
-    speed = throughput(pairs, (64, 128), args.batch_size, args.repeats)
+                      lambda n: sinenet(8, fields=["smoke", "u", "v"], time_history=4),
+                      args.paper_batch_size, args.paper_repeats))
+    speed = throughput(pairs, (64, 128))
 
     result = {"accuracy": acc, "throughput": speed, "torch_threads": torch.get_num_threads()}
     if args.json:

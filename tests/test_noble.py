@@ -132,7 +132,6 @@ def test_meta_device_build_counts_without_memory():
     assert isinstance(layer.activation.first, LearnableCosine)
 
 
-@pytest.mark.slow
 def test_speedup_benchmark_reports_its_measurements():
     import importlib.util
     from pathlib import Path
