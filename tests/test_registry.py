@@ -109,3 +109,9 @@ def test_readme_table_lists_every_paper_and_is_in_sync():
     for name in registry.load_registry().models:
         assert f"`{name}`" in readme
     assert "no neural architecture" in table and "Configurable Foundation Models" in table
+
+
+def test_cli_usage_error_is_short_not_a_traceback():
+    done = run_zoo("bench", "deeponet", "--no-such-option")
+    assert done.returncode == 2
+    assert "No such option" in done.stderr and "Traceback" not in done.stderr
