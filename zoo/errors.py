@@ -19,7 +19,7 @@ class UnknownNameError(ZooError):
     def __init__(self, kind: str, name: str, choices):
         self.kind, self.name = kind, name
         choices = sorted(set(choices))
-        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+        close = _closest(name, choices)
         if close:
             hint = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
         elif choices and len(choices) <= 12:
@@ -27,6 +27,16 @@ class UnknownNameError(ZooError):
         else:
             hint = "see `zoo list`"
         super().__init__(f"unknown {kind} '{name}'; {hint}")
+
+
+def _closest(name: str, choices: list[str]) -> list[str]:
+    """Up to three names as close as the best one (within 0.08 of its similarity ratio)."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, c).ratio(), c) for c in choices), reverse=True)
+    scored = [(r, c) for r, c in scored if r >= 0.6]
+    if not scored:
+        return []
+    best = scored[0][0]
+    return [c for r, c in scored[:3] if r >= best - 0.08]
 
 
 class ConfigError(ZooError):

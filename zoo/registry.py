@@ -165,14 +165,13 @@ def resolve(name: str, dataset: str | None = None) -> tuple[str, ModelEntry, Opt
     reg = load_registry()
     model, _, tag = name.partition(".")
     if model not in reg.models:
-        raise UnknownNameError("model", name, all_names(reg))
+        raise UnknownNameError("model", name, all_names(reg) if tag else list(reg.models))
     entry = reg.models[model]
     if tag:
         if tag not in entry.checkpoints:
-            choices = list(entry.checkpoints)
-            if not choices:
-                raise UnknownNameError(f"checkpoint of '{model}' (it has none)", tag, [])
-            raise UnknownNameError(f"checkpoint tag of '{model}'", tag, choices)
+            if not entry.checkpoints:
+                raise UnknownNameError(f"checkpoint ('{model}' has none yet)", name, [])
+            raise UnknownNameError("checkpoint", name, [f"{model}.{t}" for t in entry.checkpoints])
         return model, entry, tag
     if dataset:
         for t, ck in entry.checkpoints.items():
