@@ -170,7 +170,9 @@ def resolve(name: str, dataset: str | None = None) -> tuple[str, ModelEntry, Opt
     if tag:
         if tag not in entry.checkpoints:
             if not entry.checkpoints:
-                raise UnknownNameError(f"checkpoint ('{model}' has none yet)", name, [])
+                from zoo.errors import CheckpointError
+                why = entry.weights_note or "none has been trained or converted yet"
+                raise CheckpointError(f"unknown checkpoint '{name}': '{model}' has no checkpoints ({why})")
             raise UnknownNameError("checkpoint", name, [f"{model}.{t}" for t in entry.checkpoints])
         return model, entry, tag
     if dataset:
