@@ -711,11 +711,23 @@ def push(folder: str | Path, repo: str, *, hub: str | None = None) -> dict:
         "license": meta.get("license"),
         "made_by": meta.get("command"),
     }
+    overrides = _config_overrides(meta)
+    if overrides:
+        entry["config"] = overrides
     for key in ("metrics", "eval_data"):
         if meta.get(key):
             entry[key] = meta[key]
     tag = meta.get("tag") or repo.split("/")[-1].split("-")[-1]
     return {"model": meta.get("model"), "tag": tag, "hub": target, "entry": entry}
+
+
+def _config_overrides(meta: dict) -> dict:
+    """The checkpoint's builder config minus what the registry entry already sets: the `config:`
+    a checkpoint entry needs so that create_model rebuilds exactly this architecture."""
+    from zoo import registry
+    entry = registry.load_registry().models.get(meta.get("model") or "")
+    base = entry.config if entry else {}
+    return {k: v for k, v in (meta.get("config") or {}).items() if base.get(k) != v}
 
 
 def registry_snippet(pushed: dict) -> str:
