@@ -256,7 +256,8 @@ def _tree_tiles(n: int = 2, imgsz: int = 640) -> torch.Tensor:
 
 def test_trained_checkpoint_fuses_exactly_in_fp32():
     """On trained weights (real activations, spread-out scores) the fp32 deploy graph gives the
-    training graph's outputs: logits and scores to 1e-4, boxes to 1e-6 of the image size."""
+    training graph's outputs: logits and scores to 1e-4; boxes, which scale the DFL expectation
+    by the stride (up to 32 px per bin), to 0.01 px."""
     import zoo
     model = zoo.create_model("mhaf-yolo-n.trees", pretrained=True).eval()
     fused = copy.deepcopy(model).fuse()
@@ -268,5 +269,5 @@ def test_trained_checkpoint_fuses_exactly_in_fp32():
         assert max((a - b).abs().max().item() for a, b in zip(raw, fraw)) < 1e-4
         ref, got = model.dense(x), fused.dense(x)
         assert (ref[:, 4:] - got[:, 4:]).abs().max() < 1e-4
-        assert (ref[:, :4] - got[:, :4]).abs().max() / 640 < 1e-6
+        assert (ref[:, :4] - got[:, :4]).abs().max() < 0.01
         assert ref[:, 4:].max() > 0.3  # it does find trees
