@@ -60,7 +60,7 @@ def encode(text: str, vocab: str, what: str = "the text") -> torch.Tensor:
     index = {c: i for i, c in enumerate(vocab)}
     unknown = Counter(c for c in set(text) if c not in index)
     if unknown:
-        missing = sorted(unknown, key=lambda c: -text.count(c))
+        missing = sorted(unknown, key=lambda c: (-text.count(c), text.index(c)))  # ties: first seen first
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(f"{what} has characters outside the model's vocabulary: {_show(missing[:5])}{more}")
     return torch.tensor([index[c] for c in text], dtype=torch.long)
