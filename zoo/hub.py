@@ -770,22 +770,25 @@ def _scan(cache_dir: Path | None):
         return None
 
 
-def cache_ls(cache_dir: str | Path | None = None) -> list[dict]:
-    """Every cached model revision, named by the registry checkpoint it holds when it holds one."""
+def _cached_repos(cache_dir: str | Path | None, wanted: set[str] | None = None):
+    """(repo, [(revision, registry pin or None), ...]) for every cached model repo, in a stable order."""
     scan = _scan(Path(cache_dir) if cache_dir else None)
     if scan is None:
-        return []
+        return
     pins = _pins()
-    rows = []
     for repo in sorted(scan.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
+        if repo.repo_type != "model" or (wanted is not None and repo.repo_id not in wanted):
             continue
-        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
-            pin = _pin_for(pins, repo.repo_id, rev.commit_hash, rev.refs)
-            rows.append({"name": pin[0] if pin else None, "repo": repo.repo_id,
-                         "revision": rev.commit_hash, "refs": sorted(rev.refs), "files": rev.nb_files,
-                         "size": rev.size_on_disk, "path": str(rev.snapshot_path)})
-    return rows
+        yield repo, [(rev, _pin_for(pins, repo.repo_id, rev.commit_hash, rev.refs))
+                     for rev in sorted(repo.revisions, key=lambda r: r.commit_hash)]
+
+
+def cache_ls(cache_dir: str | Path | None = None) -> list[dict]:
+    """Every cached model revision, named by the registry checkpoint it holds when it holds one."""
+    return [{"name": pin[0] if pin else None, "repo": repo.repo_id, "revision": rev.commit_hash,
+             "refs": sorted(rev.refs), "files": rev.nb_files, "size": rev.size_on_disk,
+             "path": str(rev.snapshot_path)}
+            for repo, revisions in _cached_repos(cache_dir) for rev, pin in revisions]
 
 
 def _select(name: str | None) -> set[str] | None:
@@ -815,17 +818,9 @@ def cache_verify(name: str | None = None, cache_dir: str | Path | None = None) -
     cached), or for revisions the registry does not pin: `ok`/`mismatch` against the blob's own
     name when that is a sha256 (LFS files), else `unpinned`. Also `partial` rows for temp files
     of interrupted downloads."""
-    wanted = _select(name)
-    scan = _scan(Path(cache_dir) if cache_dir else None)
-    if scan is None:
-        return []
-    pins = _pins()
     rows = []
-    for repo in sorted(scan.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model" or (wanted is not None and repo.repo_id not in wanted):
-            continue
-        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
-            pin = _pin_for(pins, repo.repo_id, rev.commit_hash, rev.refs)
+    for repo, revisions in _cached_repos(cache_dir, _select(name)):
+        for rev, pin in revisions:
             label = pin[0] if pin else None
             pinned_files = pin[1] if pin else {}
             seen = set()
