@@ -1,14 +1,52 @@
-"""The contract every task kind fulfils; the verbs (eval, predict, finetune, export, bench) only
-talk to a model through its task, so a new model of an existing kind needs no new verb code."""
+"""The contract every task kind fulfils.
+
+The verbs (eval, predict, finetune, export, bench) talk to a model only through its task, and a
+task talks to its models only through the `typing.Protocol` it declares (`model_protocol`): the
+methods a model of this kind must have (an example input, a grid rule, a loss, ...). A task never
+branches on a family name or a builder-config key, so a new family in an existing task is one
+model file plus a registry block.
+
+A task declares:
+- `DATASETS`: name -> `DatasetEntry(description, load)`; `load(split, model, options)` returns a
+  torch Dataset. A user's own file (`--data`) goes through `read_data`.
+- `Options`: a pydantic model of the `-o KEY=VALUE` options it understands (typed, typos refused).
+- `model_protocol`: the runtime-checkable Protocol its models implement.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset, default_collate
+
+from zoo.errors import DataError, UnknownNameError
+from zoo.options import Options
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One named dataset of a task: a one-line description and its loader."""
+    description: str
+    load: Callable[..., Dataset]   # load(split, model, options) -> Dataset
+
+
+class TaskOptions(Options):
+    """Options every task understands."""
+    batch_size: Optional[int] = Field(None, description="evaluation/inference batch size")
+    data_seed: int = Field(0, description="seed of generated data")
+    size: Optional[int] = Field(None, description="number of samples of generated data (default: the recipe's)")
+    limit: Optional[int] = Field(None, description="read at most this many samples")
+
+
+@runtime_checkable
+class ZooModel(Protocol):
+    """What every model provides: a plain nn.Module forward."""
+    def forward(self, *args, **kwargs): ...
 
 
 class LossModule(nn.Module):
@@ -26,21 +64,60 @@ class LossModule(nn.Module):
         return self._task.loss(self.model, batch)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """Move every tensor in a (nested) batch to `device`; no copy when it is already there."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        moved = [to_device(v, device) for v in obj]
+        return type(obj)(moved) if isinstance(obj, list) or type(obj) is tuple else type(obj)(*moved)
+    return obj
+
+
 class Task:
     name: str = ""
-    #: dataset name -> one-line description (the names `--dataset` accepts)
-    datasets: dict[str, str] = {}
+    DATASETS: dict[str, DatasetEntry] = {}
+    Options: type[Options] = TaskOptions
+    model_protocol: type = ZooModel
     default_batch_size = 32
     default_lr = 1e-3
     default_steps = 1000
     #: the metric `finetune` reports as its headline and lower-is-better flag
     main_metric = "loss"
     lower_is_better = True
+    #: how each metric is defined (shown by `zoo info` and written into model cards)
+    metric_definitions: dict[str, str] = {}
+
+    @property
+    def datasets(self) -> dict[str, str]:
+        """dataset name -> one-line description (the names `--dataset` accepts)."""
+        return {name: entry.description for name, entry in self.DATASETS.items()}
 
     # ---- data -------------------------------------------------------------------------
     def load_dataset(self, dataset: str | None, split: str, data_path: str | None,
-                     model_config: dict, options: dict) -> Dataset:
-        raise NotImplementedError
+                     model: nn.Module, options: dict) -> Dataset:
+        """A named dataset, or the user's own file read exactly as the named set of its format."""
+        if data_path:
+            return self.read_data(data_path, dataset, split, model, options)
+        if dataset is None:
+            raise DataError(f"which data? give --dataset (one of: {', '.join(self.DATASETS)}) or --data PATH")
+        if dataset not in self.DATASETS:
+            raise UnknownNameError(f"dataset for {self.name} models", dataset, self.DATASETS)
+        return self.DATASETS[dataset].load(split, model, options)
+
+    def read_data(self, path: str, dataset: str | None, split: str, model: nn.Module, options: dict) -> Dataset:
+        raise DataError(f"{self.name} models read no user files yet; use --dataset")
 
     def collate(self, items: list) -> Any:
         return default_collate(items)
@@ -55,8 +132,8 @@ class Task:
     def training_module(self, model: nn.Module, options: dict) -> nn.Module:
         return LossModule(model, self)
 
-    def example_batch(self, model: nn.Module, model_config: dict, options: dict):
-        """A small training batch (for `bench --train`)."""
+    def example_batch(self, model: nn.Module, options: dict):
+        """A small training batch (for `bench --train` and the generic contract test)."""
         raise NotImplementedError
 
     # ---- inference --------------------------------------------------------------------
@@ -67,6 +144,10 @@ class Task:
                 save: Path | None, options: dict) -> dict:
         raise NotImplementedError
 
-    def example_input(self, model: nn.Module, model_config: dict, options: dict) -> tuple[torch.Tensor, ...]:
+    def example_input(self, model: nn.Module, options: dict) -> tuple[torch.Tensor, ...]:
         """Inputs for export and bench (batch dimension first)."""
         raise NotImplementedError
+
+    def dynamic_axes(self, args: tuple) -> list[dict]:
+        """ONNX dynamic axes of each example input (default: the batch axis)."""
+        return [{0: "batch"} for _ in args]

@@ -1,0 +1,1 @@
+"""Training: the one fine-tune loop (`loop`), its DDP launcher, and the local-learning methods."""
