@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from zoo.errors import ConfigError, UnknownNameError
-from zoo.local_learning import (AugLocalTraining, BackpropTraining, ManTraining, auglocal_depths,
-                                auglocal_selection, training_method)
+from zoo.training.local_learning import (AugLocalTraining, BackpropTraining, ManTraining, auglocal_depths,
+                                         auglocal_selection, training_method)
 from zoo.models.resnet_cifar import resnet_cifar
 
 
@@ -139,7 +139,7 @@ def test_man_ema_update_rule_and_which_copies_learn():
 
 
 def test_local_methods_use_less_peak_memory_than_backprop():
-    from zoo.bench import peak_memory_mb
+    from zoo.verbs.bench import peak_memory_mb
 
     torch.manual_seed(0)
     model = resnet_cifar(depth=32)
@@ -155,7 +155,7 @@ def test_local_methods_use_less_peak_memory_than_backprop():
                 loss.backward()
 
         step()   # gradients exist before the measured step
-        peaks[method] = peak_memory_mb(step)
+        peaks[method] = peak_memory_mb(step, torch.device("cpu"))
     assert peaks["man"] < 0.8 * peaks["bp"] and peaks["auglocal"] < 0.8 * peaks["bp"], peaks
 
 

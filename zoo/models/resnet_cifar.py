@@ -15,10 +15,12 @@ The model takes images scaled to [0, 1] and normalises them itself with the data
 (non-persistent buffers from the config): predict/export callers need no preprocessing, and MAN's
 reconstruction target (the image before normalisation) is simply the model input.
 
-The model exposes what `zoo.local_learning` needs to train it block by block without knowing its
-family: `local_layers()` (stem, then every residual block, in order), `classify(x)` (pool + fc),
-`make_block(c_in, c_out, stride)` (a fresh block of this family for auxiliary networks),
-`local_split(k)` (the official split tables for K local modules) and `layer_stages`.
+The model implements the classification task's `Classifier` protocol (`in_chans`, `img_size`,
+`num_classes`, `class_names`) and `zoo.training.local_learning.LocalBackbone`, what local learning
+needs to train it block by block without knowing its family: `local_layers()` (stem, then every
+residual block, in order), `classify(x)` (pool + fc), `make_block(c_in, c_out, stride)` (a fresh
+block of this family for auxiliary networks), `local_split(k)` (the official split tables for K
+local modules), `layer_stages`, `init_module` and `local_learning` (the released recipe).
 The deployable checkpoint is this plain backbone; auxiliary networks exist only while training.
 """
 
@@ -169,7 +171,7 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
-    # ---- what zoo.local_learning needs -------------------------------------------------------
+    # ---- what local learning needs ------------------------------------------------------------
     def local_layers(self) -> list[nn.Module]:
         """The stem followed by every residual block, in forward order."""
         layers: list[nn.Module] = [self.stem]

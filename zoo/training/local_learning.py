@@ -31,16 +31,15 @@ Methods (`method=`):
   official width-ratio rule for widen = 1 (for widen != 1 the official rule loses the downsampling).
 * ``bp`` - plain end-to-end back-propagation through the same loop, the reference.
 
-A backbone plugs in by exposing `local_layers()` (modules applied in sequence, the first takes the
-image), `classify(features)`, `make_block(c_in, c_out, stride)` (a fresh block of its family),
-optionally `local_split(k)` (official split tables), `layer_stages`, `init_module(module)`,
-`in_chans`, `num_classes`, `img_size` and `local_learning` (the recipe it was released with).
+A backbone plugs in by implementing the `LocalBackbone` protocol below (`CifarResNet` does); a
+classifier that does not can still be trained with ``bp``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -53,31 +52,49 @@ METHODS = ("man", "auglocal", "bp")
 
 # ---- the backbone protocol ---------------------------------------------------------------------
 
+@runtime_checkable
+class LocalBackbone(Protocol):
+    """What man and auglocal need from a classification backbone, besides its plain forward."""
+
+    in_chans: int
+    img_size: int
+    num_classes: int
+    #: the recipe the entry was released with ({"method": ..., "local_blocks": K, ...}; {} for none)
+    local_learning: dict
+    #: stage index of each local layer (0 for the stem): MAN's loss weights follow it
+    layer_stages: list[int]
+
+    def local_layers(self) -> list[nn.Module]:
+        """Modules applied in sequence; the first takes the image."""
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The output head on the last local layer's features."""
+
+    def make_block(self, c_in: int, c_out: int, stride: int) -> nn.Module:
+        """A fresh block of this family (AugLocal's auxiliary networks are made of them)."""
+
+    def local_split(self, k: int) -> Optional[list[int]]:
+        """The last layer index of each of the official K modules, or None without a table for K."""
+
+    def init_module(self, module: nn.Module) -> None:
+        """Initialise `module` in the backbone's own scheme (the official code re-initialises every
+        auxiliary module with its global init loop)."""
+
+
 def _layers(model: nn.Module) -> list[nn.Module]:
-    if not hasattr(model, "local_layers") or not hasattr(model, "classify"):
-        raise ConfigError(f"{type(model).__name__} does not expose local_layers()/classify(); "
-                          "local learning (man, auglocal) needs them, use --method bp")
+    if not isinstance(model, LocalBackbone):
+        raise ConfigError(f"{type(model).__name__} does not implement the local-learning backbone protocol "
+                          "(local_layers()/classify()/...); local learning (man, auglocal) needs it, use --method bp")
     return list(model.local_layers())
-
-
-def _init_module(model: nn.Module, module: nn.Module) -> None:
-    """A fresh initialisation in the backbone's own scheme (the official code re-initialises
-    every auxiliary module with the global init loop)."""
-    if hasattr(model, "init_module"):
-        model.init_module(module)
-        return
-    for m in module.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
 
 
 @torch.no_grad()
 def probe_layers(model: nn.Module, img_size: int | None = None) -> list[tuple[int, int, int]]:
     """(channels, height, width) of every local layer's output, from one forward of a dummy image."""
     layers = _layers(model)
-    size = img_size or getattr(model, "img_size", 32)
+    size = img_size or model.img_size
     param = next(model.parameters())
-    x = torch.zeros(2, getattr(model, "in_chans", 3), size, size, device=param.device, dtype=param.dtype)
+    x = torch.zeros(2, model.in_chans, size, size, device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()
     shapes = []
@@ -96,9 +113,9 @@ def man_modules(model: nn.Module, k: int) -> list[list[int]]:
     name = type(model).__name__
     if k < 1:
         raise ConfigError(f"--local-blocks must be at least 1, got {k}")
-    ends = model.local_split(k) if hasattr(model, "local_split") else None
+    ends = model.local_split(k)
     if ends is None:
-        tables = [t for t in range(1, n_layers + 1) if hasattr(model, "local_split") and model.local_split(t)]
+        tables = [t for t in range(1, n_layers + 1) if model.local_split(t)]
         if tables:
             raise ConfigError(f"K={k} does not split {name} ({n_layers} layers) into the official local "
                               f"modules; choose K from {', '.join(map(str, tables))}")
@@ -174,7 +191,7 @@ class _LocalTraining(nn.Module):
     The fine-tune loop may set `loss_scale` (gradient accumulation, AMP loss scaling): every local
     loss is multiplied by it before its backward. Under torch.distributed the loop must not wrap
     this module in DistributedDataParallel (its hooks expect one backward after forward returns);
-    zoo.train all-reduces the gradients after forward instead. All state that training needs
+    the training loop all-reduces the gradients after forward instead. All state that training needs
     (auxiliary nets, EMA copies) is registered here, so the loop's state_dict covers resume."""
 
     runs_backward = True
@@ -190,17 +207,29 @@ class _LocalTraining(nn.Module):
     def _backward(self, loss: torch.Tensor) -> None:
         (loss * self.loss_scale).backward()
 
-    def _output_loss(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _local_backward(self, loss: torch.Tensor, x: torch.Tensor, local: list[torch.Tensor]) -> torch.Tensor:
+        """Back-propagate one local loss now and cut the graph: the returned features enter the
+        next module without a path back, so this module's activations can be freed."""
+        self._backward(loss)
+        local.append(loss.detach())
+        return x.detach()
+
+    def _local_forward(self, images: torch.Tensor, labels: torch.Tensor,
+                       layers: list[nn.Module]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the local modules with their local backward passes; return the features the output
+        head classifies and the local losses."""
+        raise NotImplementedError
+
+    def forward(self, batch):
+        images, labels = batch[0], batch[1]
+        if not (self.training and torch.is_grad_enabled()):
+            # evaluation: the deployable model's own forward, no auxiliary nets
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+            return loss, {"loss": float(loss.detach()), "acc": _accuracy(logits, labels)}
+        x, local = self._local_forward(images, labels, self._layers())
         logits = self.model.classify(x)
         loss = F.cross_entropy(logits, labels)
-        return loss, logits
-
-    def _plain_loss(self, images, labels) -> tuple[torch.Tensor, dict]:
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        return loss, {"loss": float(loss.detach()), "acc": _accuracy(logits, labels)}
-
-    def _finish(self, loss, logits, labels, local: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         self._backward(loss)
         logs = {"loss": float(loss.detach()), "acc": _accuracy(logits, labels)}
         if local:
@@ -227,23 +256,22 @@ class ManTraining(_LocalTraining):
         self.modules_ = man_modules(model, self.local_blocks)
         shapes = probe_layers(model)
         max_width = max(c for c, _, _ in shapes)
-        stages = getattr(model, "layer_stages", None)
-        n_classes = getattr(model, "num_classes", None) or model.classify(torch.zeros(1, shapes[-1][0], 1, 1)).shape[1]
+        stages, n_classes = model.layer_stages, model.num_classes
         self.learnable_copy, self.ema_copy = nn.ModuleList(), nn.ModuleList()
         self.decoders, self.classifiers = nn.ModuleList(), nn.ModuleList()
         self.weights: list[tuple[float, float]] = []
         for i, group in enumerate(self.modules_[:-1]):
             nxt = group[-1] + 1
             lb, ema = copy.deepcopy(layers[nxt]), copy.deepcopy(layers[nxt])
-            _init_module(model, lb)
-            _init_module(model, ema)
+            model.init_module(lb)
+            model.init_module(ema)
             for p in ema.parameters():
                 p.requires_grad_(False)
             width = shapes[nxt][0]
-            decoder = ReconstructionDecoder(width, getattr(model, "in_chans", 3))
+            decoder = ReconstructionDecoder(width, model.in_chans)
             head = ConvAuxClassifier(width, max_width, n_classes)
-            _init_module(model, decoder)
-            _init_module(model, head)
+            model.init_module(decoder)
+            model.init_module(head)
             self.learnable_copy.append(lb)
             self.ema_copy.append(ema)
             self.decoders.append(decoder)
@@ -261,11 +289,7 @@ class ManTraining(_LocalTraining):
         for p_ema, p in zip(self.ema_copy[i].parameters(), block.parameters()):
             p_ema.mul_(m).add_(p.detach(), alpha=1 - m)
 
-    def forward(self, batch):
-        images, labels = batch[0], batch[1]
-        if not (self.training and torch.is_grad_enabled()):
-            return self._plain_loss(images, labels)
-        layers = self._layers()
+    def _local_forward(self, images, labels, layers):
         x, local = images, []
         for i, group in enumerate(self.modules_):
             for j in group:
@@ -275,12 +299,9 @@ class ManTraining(_LocalTraining):
             y = self.learnable_copy[i](x) + self.ema_copy[i](x)
             w_x, w_y = self.weights[i]
             loss = w_x * self.decoders[i](y, images) + w_y * F.cross_entropy(self.classifiers[i](y), labels)
-            self._backward(loss)
+            x = self._local_backward(loss, x, local)
             self._ema_update(i)
-            local.append(loss.detach())
-            x = x.detach()
-        loss, logits = self._output_loss(x, labels)
-        return self._finish(loss, logits, labels, local)
+        return x, local
 
 
 class AugLocalTraining(_LocalTraining):
@@ -309,7 +330,7 @@ class AugLocalTraining(_LocalTraining):
         self.n_modules = k - d
         self.depths = auglocal_depths(self.n_modules, d, pyramid)
         shapes = probe_layers(model)
-        n_classes = getattr(model, "num_classes", None) or model.classify(torch.zeros(1, shapes[-1][0], 1, 1)).shape[1]
+        n_classes = model.num_classes
         self.selections: list[list[int]] = []
         self.aux_nets = nn.ModuleList()
         for layer, depth in enumerate(self.depths):
@@ -337,25 +358,17 @@ class AugLocalTraining(_LocalTraining):
             tail.append(nn.BatchNorm1d(c_cur))
         tail.append(nn.Linear(c_cur, n_classes))
         net = nn.Sequential(*blocks, *tail)
-        _init_module(model, net)
+        model.init_module(net)
         return net
 
-    def forward(self, batch):
-        images, labels = batch[0], batch[1]
-        if not (self.training and torch.is_grad_enabled()):
-            return self._plain_loss(images, labels)
-        layers = self._layers()
+    def _local_forward(self, images, labels, layers):
         x, local = images, []
         for layer, aux in enumerate(self.aux_nets):
             x = layers[layer](x)
-            loss = F.cross_entropy(aux(x), labels)
-            self._backward(loss)
-            local.append(loss.detach())
-            x = x.detach()
-        for layer in layers[len(self.aux_nets):]:
+            x = self._local_backward(F.cross_entropy(aux(x), labels), x, local)
+        for layer in layers[len(self.aux_nets):]:   # the last module: trained by the output loss
             x = layer(x)
-        loss, logits = self._output_loss(x, labels)
-        return self._finish(loss, logits, labels, local)
+        return x, local
 
 
 class BackpropTraining(nn.Module):
@@ -386,7 +399,7 @@ def training_method(model: nn.Module, options: dict | None = None) -> nn.Module:
     Options read: method, local_blocks, aux_depth, pyramid (coefficient; 0/false = constant depth),
     aux_widen, ema_decay, ixx, ixy (pairs: first and last module weights)."""
     options = options or {}
-    recipe = dict(getattr(model, "local_learning", None) or {})
+    recipe = dict(model.local_learning or {}) if isinstance(model, LocalBackbone) else {}
     method = options.get("method") or recipe.get("method") or "bp"
     if method not in METHODS:
         raise UnknownNameError("training method", str(method), METHODS)
@@ -411,11 +424,8 @@ def training_method(model: nn.Module, options: dict | None = None) -> nn.Module:
 
 def _finest_table(model) -> int:
     n = len(_layers(model))
-    if hasattr(model, "local_split"):
-        ks = [k for k in range(n, 0, -1) if model.local_split(k)]
-        if ks:
-            return ks[0]
-    return n
+    ks = [k for k in range(n, 0, -1) if model.local_split(k)]
+    return ks[0] if ks else n
 
 
 def _as_int(value, what: str) -> int:
