@@ -16,16 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data import atomic_save_npz, cache_dir, params_key
+from zoo.data.grf import rbf_grf_1d
 
 TRAIN_SIZE = 10_000
 TEST_SIZE = 100_000
-
-
-def _grf_samples(n: int, rng: np.random.Generator, length_scale: float, grid: int) -> np.ndarray:
-    x = np.linspace(0.0, 1.0, grid)
-    cov = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / length_scale**2)
-    chol = np.linalg.cholesky(cov + 1e-13 * np.eye(grid))
-    return (chol @ rng.standard_normal((grid, n))).T  # (n, grid)
 
 
 def generate(n: int, seed: int, sensors: int = 100, length_scale: float = 0.2, grid: int = 1000,
@@ -40,7 +34,7 @@ def generate(n: int, seed: int, sensors: int = 100, length_scale: float = 0.2, g
     s_out = np.empty((n, 1), np.float32)
     for start in range(0, n, chunk):
         k = min(chunk, n - start)
-        u = _grf_samples(k, rng, length_scale, grid)
+        u = rbf_grf_1d(k, rng, length_scale, grid)
         spline = CubicSpline(xs, u, axis=1)
         anti = spline.antiderivative()
         y = rng.uniform(0.0, 1.0, k)

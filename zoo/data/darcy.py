@@ -3,7 +3,8 @@
 Readers of what users hold:
 - the FNO `.mat` files (fields `coeff` and `sol`, (N, s, s); MATLAB v5 through scipy, v7.3/HDF5
   through h5py, whose arrays come transposed);
-- neuraloperator's `.pt` tensor files (a dict with `x`, `y`), read with weights_only=True; the
+- neuraloperator's `.pt` tensor files (a dict with `x`, a 0/1 coefficient mask mapped to 12/3, and
+  `y`), read with weights_only=True; the
   small real set shipped inside the neuraloperator 0.3.0 wheel (16x16 and 32x32) is extracted
   from the wheel itself at prepare time, so that package never becomes a dependency.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data import atomic_save_npz, atomic_write_bytes, cache_dir, fetch_package_file, params_key
+from zoo.data.grf import dct_grf
 from zoo.errors import DataError
 
 MODEL_GRID = 29
@@ -38,15 +40,7 @@ REAL_FILES = {"16": "neuralop/datasets/data/darcy_test_16.pt",
 def grf_coefficient(n: int, s: int, rng: np.random.Generator, alpha: float = 2.0, tau: float = 3.0,
                     high: float = 12.0, low: float = 3.0) -> np.ndarray:
     """Piecewise-constant coefficients from a thresholded GRF sampled through the DCT."""
-    from scipy.fft import idctn
-
-    k = np.arange(s)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    coef = tau ** (alpha - 1) * (np.pi**2 * k2 + tau**2) ** (-alpha / 2)
-    coef[0, 0] = 0.0
-    xi = rng.standard_normal((n, s, s))
-    field = idctn(xi * coef, type=2, axes=(1, 2), norm="ortho")
-    return np.where(field >= 0, high, low).astype(np.float64)
+    return np.where(dct_grf(n, s, rng, alpha, tau) >= 0, high, low).astype(np.float64)
 
 
 def solve_darcy(a: np.ndarray, f: float = 1.0) -> np.ndarray:
@@ -119,10 +113,9 @@ def _check_fields(coeff, sol, source: str) -> dict[str, np.ndarray]:
 
 
 def read_mat(path: str | Path) -> dict[str, np.ndarray]:
-    """An FNO Darcy `.mat` file (MATLAB v5 or v7.3)."""
+    """An FNO Darcy `.mat` file (MATLAB v5 or v7.3): `coeff` holds the physical coefficient a(x)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    _need_file(path)
     with open(path, "rb") as f:
         head = f.read(512)
     if head[:8] == b"\x89HDF\r\n\x1a\n" or b"MATLAB 7.3" in head[:128]:
@@ -133,46 +126,74 @@ def read_mat(path: str | Path) -> dict[str, np.ndarray]:
                 if missing:
                     raise DataError(f"{path}: missing field(s) {', '.join(missing)} (has {', '.join(f.keys())})")
                 # MATLAB stores column-major: h5py shows (s, s, N)
-                return _check_fields(np.asarray(f["coeff"]).T, np.asarray(f["sol"]).T, str(path))
+                d = _check_fields(np.asarray(f["coeff"]).T, np.asarray(f["sol"]).T, str(path))
         except OSError as exc:
             raise DataError(f"{path}: unreadable HDF5/MATLAB v7.3 file ({exc})") from None
-    from scipy.io import loadmat
-    try:
-        mat = loadmat(path, variable_names=["coeff", "sol"])
-    except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError on foreign files
-        raise DataError(f"{path}: not a MATLAB .mat file ({type(exc).__name__})") from None
-    missing = [k for k in ("coeff", "sol") if k not in mat]
-    if missing:
-        raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
-    return _check_fields(mat["coeff"], mat["sol"], str(path))
+    else:
+        from scipy.io import loadmat
+        try:
+            mat = loadmat(path, variable_names=["coeff", "sol"])
+        except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError on foreign files
+            raise DataError(f"{path}: not a MATLAB .mat file ({type(exc).__name__})") from None
+        missing = [k for k in ("coeff", "sol") if k not in mat]
+        if missing:
+            raise DataError(f"{path}: missing field(s) {', '.join(missing)}")
+        d = _check_fields(mat["coeff"], mat["sol"], str(path))
+    if (d["coeff"] <= 0).any():
+        # a diffusion coefficient is positive; 0/1 values would be a mask whose units we cannot know
+        raise DataError(f"{path}: 'coeff' has values <= 0; an FNO .mat file holds the coefficient a(x) > 0 "
+                        f"(a 0/1 mask is the neuraloperator encoding: give it as a .pt file with 'x' and 'y')")
+    return d
 
 
 def read_pt(path: str | Path) -> dict[str, np.ndarray]:
-    """A neuraloperator `.pt` file: a dict with `x` (coefficients) and `y` (solutions)."""
+    """A neuraloperator `.pt` file: a dict with `x` (the coefficient as a 0/1 mask) and `y` (solutions).
+
+    The mask is mapped to the FNO values (1 -> 12, 0 -> 3), exactly as for the shipped real set; any
+    other encoding of `x` cannot be told apart, so it is refused instead of guessed."""
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+    _need_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(f"{path}: not a readable tensor file ({type(exc).__name__})") from None
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         raise DataError(f"{path}: expected a dict with tensors 'x' and 'y'")
-    x = obj["x"].float().numpy()
-    return _check_fields(x, obj["y"].float().numpy(), str(path))
+    d = _check_fields(obj["x"].float().numpy(), obj["y"].float().numpy(), str(path))
+    values = np.unique(d["coeff"])
+    if not set(values.tolist()) <= {0.0, 1.0}:
+        raise DataError(f"{path}: 'x' holds {len(values)} distinct values, not a 0/1 mask; the neuraloperator "
+                        f"Darcy format stores the coefficient as a mask and other encodings have unknown units")
+    d["coeff"] = np.where(d["coeff"] > 0.5, 12.0, 3.0).astype(np.float32)
+    return d
+
+
+#: file suffix -> (the named dataset whose units it carries, reader): one code path per format
+FORMATS = {".mat": ("darcy", read_mat), ".pt": ("darcy-neuralop", read_pt), ".pth": ("darcy-neuralop", read_pt)}
+
+
+def file_format(path: str | Path) -> str:
+    """The dataset name whose format (and units) a Darcy file has: 'darcy' (FNO .mat) or 'darcy-neuralop' (.pt)."""
+    path = Path(path)
+    if path.suffix in FORMATS:
+        return FORMATS[path.suffix][0]
+    _need_file(path)
+    raise DataError(f"{path}: unknown Darcy format '{path.suffix}' (expected .mat or .pt)")
 
 
 def read_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
-    if path.suffix == ".mat":
-        return read_mat(path)
-    if path.suffix in (".pt", ".pth"):
-        return read_pt(path)
-    if not path.exists():
+    file_format(path)
+    return FORMATS[path.suffix][1](path)
+
+
+def _need_file(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file")
+    if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    raise DataError(f"{path}: unknown Darcy format '{path.suffix}' (expected .mat or .pt)")
 
 
 # ---- the real set inside the neuraloperator 0.3.0 wheel --------------------------------------
@@ -192,7 +213,5 @@ def real_file(which: str = "32") -> Path:
 
 
 def load_real(which: str = "32") -> dict[str, np.ndarray]:
-    data = read_pt(real_file(which))
-    # the files store the binary coefficient as a mask: map it to the FNO values {3, 12}
-    data["coeff"] = np.where(data["coeff"] > 0.5, 12.0, 3.0).astype(np.float32)
-    return data
+    """The shipped real set, through the same reader as a user's .pt file."""
+    return read_pt(real_file(which))

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data import atomic_write_bytes, cache_dir, params_key
+from zoo.data.grf import dct_grf
 from zoo.errors import DataError
 
 GRID = 100
@@ -70,14 +71,8 @@ def geometry_mask(kind: str, s: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def log_permeability(n: int, s: int, rng: np.random.Generator, alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
-    from scipy.fft import idctn
-
-    k = np.arange(s)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    coef = tau ** (alpha - 1) * (np.pi**2 * k2 + tau**2) ** (-alpha / 2)
-    coef[0, 0] = 0.0
     # scaled so that log K has a standard deviation near 0.8 (K spans about e^-2.5 .. e^2.5)
-    return idctn(rng.standard_normal((n, s, s)) * coef, type=2, axes=(1, 2), norm="ortho") * 3 * s
+    return dct_grf(n, s, rng, alpha, tau) * 3 * s
 
 
 def solve_masked(K: np.ndarray, mask: np.ndarray, f: float = 1.0) -> np.ndarray:

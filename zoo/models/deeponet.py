@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.layers.field_stats import OutputStats
+
 _ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
@@ -54,24 +56,30 @@ class ConvBranch(nn.Module):
         return self.head(self.convs(a))
 
 
-class DeepONet(nn.Module):
+class DeepONet(OutputStats):
     """Unstacked DeepONet with one output.
 
     forward(branch_input, points) -> (B, P)
       branch_input: (B, m) sensor values, or (B, 1, H, W) for the CNN branch
       points: (P, d) shared by the batch, or (B, P, d)
+
+    The operator task's contract (`zoo.tasks.operator.OperatorModel`): `branch_input` names what
+    the branch reads ("sensors" or "field"), `input_grid` the side of the field (None for sensors),
+    `example_input(batch)`, and the output statistics of `OutputStats`.
     """
 
     def __init__(self, branch: nn.Module, trunk: nn.Module, *, input_scale: float = 1.0,
-                 input_shift: float = 0.0):
+                 input_shift: float = 0.0, sensors: int | None = None, grid: int | None = None,
+                 coord_dim: int = 1):
         super().__init__()
         self.branch = branch
         self.trunk = trunk
         self.bias = nn.Parameter(torch.zeros(1))
         self.input_scale, self.input_shift = input_scale, input_shift
-        # output de-normalisation, fitted on the training set (see zoo.tasks.operator)
-        self.register_buffer("out_mean", torch.zeros(()))
-        self.register_buffer("out_std", torch.ones(()))
+        self.sensors, self.input_grid, self.coord_dim = sensors, grid, coord_dim
+        self.branch_input = "field" if grid is not None else "sensors"
+        # output de-normalisation, fitted on the training set
+        self.init_output_stats()
 
     def forward(self, branch_input: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         b = self.branch(branch_input * self.input_scale + self.input_shift)  # (B, p)
@@ -80,7 +88,17 @@ class DeepONet(nn.Module):
             out = b @ t.transpose(0, 1)
         else:
             out = torch.einsum("bk,bpk->bp", b, t)
-        return (out + self.bias) * self.out_std + self.out_mean
+        return self.destandardize(out + self.bias)
+
+    def example_input(self, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """(branch input, query points) of the right shapes, for export, bench and tests."""
+        if self.input_grid is not None:
+            g = self.input_grid
+            a = torch.where(torch.rand(batch, 1, g, g) > 0.5, 12.0, 3.0)  # the Darcy coefficient values
+            x = torch.linspace(0.0, 1.0, g)
+            pts = torch.stack(torch.meshgrid(x, x, indexing="ij"), dim=-1).reshape(-1, 2)
+            return a, pts.expand(batch, -1, -1).contiguous()
+        return torch.randn(batch, self.sensors), torch.rand(batch, 100, self.coord_dim)
 
 
 def deeponet(branch: str = "mlp", sensors: int = 100, branch_layers=(40, 40), trunk_layers=(40, 40),
@@ -99,4 +117,6 @@ def deeponet(branch: str = "mlp", sensors: int = 100, branch_layers=(40, 40), tr
         from zoo.errors import ConfigError
         raise ConfigError(f"unknown DeepONet branch '{branch}' (mlp or cnn)")
     trunk = _mlp([coord_dim, *trunk_layers], activation, last_act=True)
-    return DeepONet(branch_net, trunk, input_scale=input_scale, input_shift=input_shift)
+    return DeepONet(branch_net, trunk, input_scale=input_scale, input_shift=input_shift,
+                    sensors=sensors if branch == "mlp" else None, grid=grid if branch == "cnn" else None,
+                    coord_dim=coord_dim)

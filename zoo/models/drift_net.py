@@ -42,7 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataError
+from zoo.layers.field_stats import FieldStats
 from zoo.layers.spectral import RealPairStateMixin, fourier_resample, radial_band_ids
 
 #: Poseidon's time scale: the lead time fed to the conditional norms is (t2 - t1) / 20
@@ -258,7 +259,7 @@ class DecoderStage(nn.Module):
         return self.unmerge(x, time) if self.unmerge is not None else x
 
 
-class DriftNet(nn.Module):
+class DriftNet(FieldStats):
     """DRIFT-Net for one-step prediction of C fields on a square periodic grid.
 
     forward(x, time=None): x (B, in_channels, H, W) in physical units, time the lead time
@@ -316,14 +317,7 @@ class DriftNet(nn.Module):
         self.patch_recovery = nn.ConvTranspose2d(embed_dim, out_channels, patch_size, stride=patch_size)
         self.recovery_mix = nn.Conv2d(out_channels, out_channels, 5, padding=2, bias=False)
 
-        mean = torch.zeros(in_channels) if field_mean is None else torch.as_tensor(field_mean, dtype=torch.float32)
-        std = torch.ones(in_channels) if field_std is None else torch.as_tensor(field_std, dtype=torch.float32)
-        if mean.numel() != in_channels or std.numel() != in_channels:
-            raise ConfigError(f"field_mean/field_std need {in_channels} values each")
-        self.register_buffer("field_mean", mean.reshape(1, -1, 1, 1))
-        self.register_buffer("field_std", std.reshape(1, -1, 1, 1))
-        # without statistics in the config, the rollout task fits them on the training set
-        self.stats_from_data = field_mean is None
+        self.init_field_stats(in_channels, field_mean, field_std, ndim=4, axis=1)
         self._init_weights(init_std)
 
     @torch.no_grad()
@@ -345,6 +339,15 @@ class DriftNet(nn.Module):
         dead = ("layernorm_before", "gate_target_", "theta_")
         return sum(p.numel() for n, p in self.named_parameters() if not any(d in n for d in dead))
 
+    @property
+    def native_grid(self) -> int:
+        return self.image_size
+
+    def check_grid(self, n: int, source: str) -> None:
+        """Any even square grid: it is resampled spectrally to image_size and back."""
+        if n % 2:
+            raise DataError(f"{source}: the grid is {n}x{n}; spectral resampling needs an even size")
+
     def step(self, history: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) frames -> next frame (B, C, H, W); DRIFT-Net reads the last frame only."""
         return self(history[:, -1])
@@ -352,9 +355,6 @@ class DriftNet(nn.Module):
     def example_input(self, batch: int = 2, resolution: int | None = None):
         n = resolution or self.image_size
         return torch.randn(batch, self.in_channels, n, n), torch.full((batch,), self.lead_time)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.field_mean) / self.field_std
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, hf_lambda: float = 0.3, hf_alpha: float = 1.5):
         """The official training loss on standardised fields: the relative L1 per field

@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from zoo.errors import ConfigError
+from zoo.layers.field_stats import OutputStats
 
 #: per-problem architecture of the official code (config values of network_setup_*.yaml)
 PROBLEMS = {
@@ -175,11 +176,17 @@ class ResidualTrunk(nn.Module):
         return self.out(outs[-1]).reshape(*shape, -1)
 
 
-class MTDeepONet(nn.Module):
+#: what the branch of each problem's network reads (the operator task's `branch_input` vocabulary)
+BRANCH_INPUT = {"fisher": "reaction-coefficients", "darcy": "masked-field", "heated-plate": "design"}
+
+
+class MTDeepONet(OutputStats):
     """forward(branch_input, points, mask=None) -> (B, P).
 
     branch_input: (B, 68) for Fisher, (B, 2, H, W) for Darcy, (B, 2) for the heated plate;
-    points: (P, d) shared by the batch or (B, P, d); mask: optional (B, P) geometry mask."""
+    points: (P, d) shared by the batch or (B, P, d); mask: optional (B, P) geometry mask.
+    Fulfils the operator task's contract: `branch_input`, `input_grid`, `example_input(batch)`,
+    the output statistics of `OutputStats`."""
 
     def __init__(self, problem: str, branch: nn.Module, trunk: nn.Module, branch_shape: tuple, trunk_dim: int,
                  coord_scale=None, mask_channel: int | None = None):
@@ -189,8 +196,9 @@ class MTDeepONet(nn.Module):
         self.branch, self.trunk = branch, trunk
         self.coord_scale = tuple(coord_scale) if coord_scale else None
         self.mask_channel = mask_channel
-        self.register_buffer("out_mean", torch.zeros(()))
-        self.register_buffer("out_std", torch.ones(()))
+        self.branch_input = BRANCH_INPUT[problem]
+        self.input_grid = int(self.branch_shape[-1]) if len(self.branch_shape) == 3 else None
+        self.init_output_stats()
 
     def _mask_at(self, image_mask: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         # nearest cell of the (H, W) mask at points in [0, 1]^2 (x = row axis, as the task's grid)
@@ -208,12 +216,12 @@ class MTDeepONet(nn.Module):
             coords = points * (hi - lo) + lo
         basis = self.trunk(coords)                                            # (P, p) or (B, P, p)
         out = coeffs @ basis.transpose(0, 1) if basis.dim() == 2 else torch.einsum("bk,bpk->bp", coeffs, basis)
-        out = out * self.out_std + self.out_mean
+        out = self.destandardize(out)
         if mask is None and self.mask_channel is not None:
             mask = self._mask_at(branch_input[:, self.mask_channel], points)
         return out * mask if mask is not None else out
 
-    def example_input(self, batch: int = 2, points: int = 256):
+    def example_input(self, batch: int = 8, points: int = 256):
         """(branch input, query points) of the right shapes, for export and bench."""
         shape = self.branch_shape
         x = torch.randn(batch, *shape)

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, DataError
+from zoo.layers.field_stats import FieldStats
 
 VARIANTS = {
     8: {"waves": 8, "mult": 1.425},
@@ -133,7 +134,7 @@ class Wave(nn.Module):
         return h
 
 
-class SineNet(nn.Module):
+class SineNet(FieldStats):
     """SineNet for autoregressive one-frame prediction.
 
     forward(x): x (B, time_history, fields, H, W) in physical units -> (B, 1, fields, H, W).
@@ -155,17 +156,7 @@ class SineNet(nn.Module):
         self.lift = nn.Conv2d(time_history * fields, hidden, 3, padding=1, padding_mode=padding)
         self.waves = nn.ModuleList([Wave(hidden, mult, padding, blocks, disentangle) for _ in range(waves)])
         self.project = nn.Conv2d(hidden, time_future * fields, 3, padding=1, padding_mode=padding)
-        mean = torch.zeros(fields) if field_mean is None else torch.as_tensor(field_mean, dtype=torch.float32)
-        std = torch.ones(fields) if field_std is None else torch.as_tensor(field_std, dtype=torch.float32)
-        if mean.numel() != fields or std.numel() != fields:
-            raise ConfigError(f"field_mean/field_std need {fields} values each")
-        self.register_buffer("field_mean", mean.reshape(1, 1, -1, 1, 1))
-        self.register_buffer("field_std", std.reshape(1, 1, -1, 1, 1))
-        # without statistics in the config, the rollout task fits them on the training set
-        self.stats_from_data = field_mean is None
-
-    def normalize(self, x):
-        return (x - self.field_mean) / self.field_std
+        self.init_field_stats(fields, field_mean, field_std, ndim=5, axis=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.time_history or x.shape[2] != self.num_fields:
@@ -177,7 +168,20 @@ class SineNet(nn.Module):
         y = self.project(z).reshape(b, self.time_future, c, h, w)
         return y * self.field_std + self.field_mean
 
-    # ---- helpers used by the rollout task ---------------------------------------------------
+    # ---- the rollout task's contract (zoo.tasks.pde_rollout.RolloutModel) --------------------
+    @property
+    def native_grid(self) -> int | None:
+        return self.resolution
+
+    def check_grid(self, n: int, source: str) -> None:
+        """Four 2x poolings need a multiple of 16; a checkpoint is tied to the grid it was trained on."""
+        if self.resolution is not None and int(self.resolution) != n:
+            raise DataError(f"{source}: the grid is {n}x{n}, this model was trained at {self.resolution}x"
+                            f"{self.resolution} and is not resolution-invariant; resample the data or use a "
+                            f"checkpoint made at {n}")
+        if n % 16:
+            raise DataError(f"{source}: the grid is {n}x{n}; SineNet's four 2x poolings need a multiple of 16")
+
     def step(self, history: torch.Tensor) -> torch.Tensor:
         """(B, T >= time_history, C, H, W) -> the next frame (B, C, H, W)."""
         return self(history[:, -self.time_history:])[:, 0]
