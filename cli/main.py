@@ -3,44 +3,36 @@ Errors a user can cause (zoo.errors.ZooError) print one line and exit non-zero, 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from zoo import api
 from zoo.errors import ZooError
 
+from .common import DeviceOpt, HubOpt, JsonOpt, OptionList, err, out, parse_options as _options, print_json as _print_json
+
+
+def _version(value: bool):
+    if value:
+        from zoo._version import __version__
+        out.print(f"zoo {__version__}")
+        raise typer.Exit()
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="A model zoo of multi-branch research architectures: one set of verbs for every model.")
-out = Console()
-err = Console(stderr=True)
-
-OptionList = typer.Option(None, "--option", "-o", help="extra task option KEY=VALUE (repeatable)")
-HubOpt = typer.Option(None, "--hub", help="hub folder(s)/URL(s), comma-separated (default: $ZOO_HUB, ./hub, HF_ENDPOINT)")
-JsonOpt = typer.Option(False, "--json", help="print machine-readable JSON")
 
 
-def _options(pairs: Optional[List[str]], **named) -> dict:
-    opts = {k: v for k, v in named.items() if v is not None and v is not False}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ZooError(f"option '{pair}' must look like KEY=VALUE")
-        key, value = pair.split("=", 1)
-        try:
-            opts[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            opts[key.replace("-", "_")] = value
-    return opts
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(api.dumps(obj) + "\n")
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """A model zoo of multi-branch research architectures: one set of verbs for every model."""
 
 
 def _metrics_table(title: str, metrics: dict) -> Table:
@@ -55,20 +47,13 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 # ---- list / info ---------------------------------------------------------------------------------
 
 @app.command("list")
-def list_(task: Optional[str] = typer.Option(None, "--task", help="only this task kind"),
+def list_(pattern: Optional[str] = typer.Argument(None, help="shell-style wildcard, e.g. 'mhaf*'"),
+          task: Optional[str] = typer.Option(None, "--task", help="only this task kind"),
           family: Optional[str] = typer.Option(None, "--family"),
           pretrained: bool = typer.Option(False, "--pretrained", help="list checkpoints (name.tag)"),
           as_json: bool = JsonOpt):
     """Every model of every family; planned ones marked."""
-    from zoo import registry as reg
-    names = api.list_models(task=task, family=family, pretrained=pretrained)
-    models = reg.load_registry().models
-    rows = []
-    for n in names:
-        e = models[n.split(".")[0]]
-        rows.append({"name": n, "family": e.family, "task": e.task, "status": e.status,
-                     "checkpoints": [f"{n.split('.')[0]}.{t}" for t in e.checkpoints] if "." not in n else [n],
-                     "paper": e.paper.title, "arxiv": e.paper.arxiv})
+    rows = api.model_rows(pattern, task=task, family=family, pretrained=pretrained)
     if as_json:
         _print_json(rows)
         return
@@ -138,9 +123,10 @@ def eval_(name: str,
           data: Optional[str] = typer.Option(None, "--data", help="your own data file or folder"),
           split: str = typer.Option("test", "--split"),
           batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+          device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
-    res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub,
+    res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device,
                        **_options(option, batch_size=batch_size))
     if as_json:
         _print_json(res)
@@ -155,9 +141,10 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             save: Optional[Path] = typer.Option(None, "--save", help="write the picture here"),
             steps: Optional[int] = typer.Option(None, "--steps"),
             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+            device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
-    res = api.predict(name, input, dataset=dataset, data=data, save=save, hub=hub,
+    res = api.predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device,
                       **_options(option, steps=steps, max_new_tokens=max_new_tokens))
     if as_json:
         _print_json(res)
@@ -189,11 +176,14 @@ def finetune(name: str,
              local_blocks: Optional[int] = typer.Option(None, "--local-blocks"),
              aux_depth: Optional[int] = typer.Option(None, "--aux-depth"),
              imgsz: Optional[int] = typer.Option(None, "--imgsz"),
+             accumulate: int = typer.Option(1, "--accumulate", help="micro-batches per optimiser step"),
+             device: Optional[str] = DeviceOpt,
              hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Train a model on a dataset into a checkpoint folder; resumable, seeded, DDP-ready."""
     res = api.finetune(name, dataset=dataset, out=out_dir, data=data, steps=steps, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, resume=resume, nproc_per_node=nproc_per_node,
                        save_every=save_every, pretrained=pretrained, hub=hub, progress=not as_json,
+                       device=device, accumulate=accumulate,
                        **_options(option, method=method, local_blocks=local_blocks, aux_depth=aux_depth, imgsz=imgsz))
     if as_json:
         _print_json(res)
@@ -213,9 +203,10 @@ def export(name: str,
            no_fuse: bool = typer.Option(False, "--no-fuse", help="keep re-parameterisable branches"),
            imgsz: Optional[int] = typer.Option(None, "--imgsz"),
            resolution: Optional[int] = typer.Option(None, "--resolution"),
+           device: Optional[str] = DeviceOpt,
            hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Export, load back with the format's own runtime, and check parity."""
-    res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub,
+    res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub, device=device,
                      **_options(option, imgsz=imgsz, resolution=resolution))
     if as_json:
         _print_json(res)
@@ -235,9 +226,11 @@ def bench(name: str,
           imgsz: Optional[int] = typer.Option(None, "--imgsz"),
           resolution: Optional[int] = typer.Option(None, "--resolution"),
           repeats: Optional[int] = typer.Option(None, "--repeats"),
+          no_fuse: bool = typer.Option(False, "--no-fuse", help="keep re-parameterisable branches"),
+          device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Params, FLOPs, latency p50/p90, throughput and peak memory (and ratios with --compare)."""
-    res = api.bench(name, compare=compare, train=train, hub=hub,
+    res = api.bench(name, compare=compare, train=train, hub=hub, device=device, fuse=not no_fuse,
                     **_options(option, batch_size=batch_size, imgsz=imgsz, resolution=resolution, repeats=repeats))
     if as_json:
         _print_json(res)
@@ -258,10 +251,7 @@ def bench(name: str,
 
 def _register_extras() -> None:
     """pull / push / cache / convert live with the hub code."""
-    try:
-        from zoo.cli.hub_commands import register
-    except ImportError:
-        return
+    from .hub_commands import register
     register(app)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import importlib
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zoo.errors import ConfigError, NotReadyError, UnknownNameError
 
@@ -81,6 +82,21 @@ class ModelEntry(_Strict):
         return value
 
 
+class Family(_Strict):
+    """What every variant of a family shares; a model entry may override any of it."""
+    task: Optional[str] = None
+    builder: Optional[str] = None
+    converter: Optional[str] = None     # "zoo.convert.<family>:convert_state_dict" for official weights
+    paper: Optional[Paper] = None
+
+    @field_validator("builder", "converter")
+    @classmethod
+    def _ref(cls, value):
+        if value is not None and value.count(":") != 1:
+            raise ValueError("must look like 'zoo.module:function'")
+        return value
+
+
 class PaperWithoutModel(_Strict):
     title: str
     arxiv: Optional[str] = None
@@ -90,8 +106,24 @@ class PaperWithoutModel(_Strict):
 class Registry(_Strict):
     version: int
     hub_org: str
+    families: dict[str, Family] = Field(default_factory=dict)
     models: dict[str, ModelEntry]
     papers_without_model: list[PaperWithoutModel] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit(cls, raw):
+        """Fill each model entry's task, builder and paper from its family block."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
+            return raw
+        families = raw.get("families") or {}
+        models = {}
+        for name, entry in raw["models"].items():
+            fam = families.get(entry.get("family")) if isinstance(entry, dict) else None
+            if isinstance(fam, dict):
+                entry = {**{k: v for k, v in fam.items() if k in ("task", "builder", "paper")}, **entry}
+            models[name] = entry
+        return {**raw, "models": models}
 
 
 def registry_path() -> Path:
@@ -127,6 +159,7 @@ def parse_registry(text: str, source: str = "registry.yaml") -> Registry:
         reg = Registry.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_one_line(err, raw)) from None
+    _check_references(reg)
     for name, entry in reg.models.items():
         if entry.status == "ready" and not entry.builder:
             raise ConfigError(f"registry: entry '{name}', field 'builder': a ready model needs a builder")
@@ -134,6 +167,39 @@ def parse_registry(text: str, source: str = "registry.yaml") -> Registry:
             raise ConfigError(f"registry: entry '{name}', field 'default_checkpoint': "
                               f"'{entry.default_checkpoint}' is not one of its checkpoints")
     return reg
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a `zoo.*` module, found without importing it (keeps `zoo list` torch-free)."""
+    parts = module.split(".")
+    if parts[0] != "zoo":   # a test's or a user's own registry may point outside the package
+        import importlib.util
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        return Path(spec.origin) if spec and spec.origin else None
+    base = Path(__file__).resolve().parent.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_references(reg: Registry) -> None:
+    """Every task a model names exists, and every builder/converter module is a file of the package."""
+    from zoo.tasks import PLANNED_TASKS, TASKS
+    for name, entry in reg.models.items():
+        if entry.task not in TASKS and not (entry.status == "planned" and entry.task in PLANNED_TASKS):
+            close = ", ".join(sorted(TASKS))
+            raise ConfigError(f"registry: entry '{name}', field 'task': no task '{entry.task}' (tasks: {close})")
+        if entry.status == "ready" and entry.builder and _module_file(entry.builder.split(":")[0]) is None:
+            raise ConfigError(f"registry: entry '{name}', field 'builder': no module "
+                              f"'{entry.builder.split(':')[0]}' in the zoo package")
+    for fname, fam in reg.families.items():
+        if fam.converter and _module_file(fam.converter.split(":")[0]) is None:
+            raise ConfigError(f"registry: family '{fname}', field 'converter': no module "
+                              f"'{fam.converter.split(':')[0]}' in the zoo package")
 
 
 @functools.lru_cache(maxsize=4)
@@ -182,8 +248,9 @@ def resolve(name: str, dataset: str | None = None) -> tuple[str, ModelEntry, Opt
     return model, entry, entry.default_checkpoint
 
 
-def list_models(task: str | None = None, family: str | None = None, status: str | None = None,
-                pretrained: bool = False) -> list[str]:
+def list_models(pattern: str | None = None, *, task: str | None = None, family: str | None = None,
+                status: str | None = None, pretrained: bool = False) -> list[str]:
+    """Names, filtered by task/family/status and a shell-style `pattern` (`mhaf*`) as timm does."""
     reg = load_registry()
     tasks = {e.task for e in reg.models.values()}
     if task and task not in tasks:
@@ -199,7 +266,37 @@ def list_models(task: str | None = None, family: str | None = None, status: str 
             out += [f"{name}.{t}" for t in e.checkpoints]
         else:
             out.append(name)
+    if pattern:
+        out = [n for n in out if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.split(".")[0], pattern)]
     return out
+
+
+def list_rows(pattern: str | None = None, *, task: str | None = None, family: str | None = None,
+              pretrained: bool = False) -> list[dict]:
+    """One row per name for `zoo list` (plain data; the CLI renders it)."""
+    models = load_registry().models
+    rows = []
+    for n in list_models(pattern, task=task, family=family, pretrained=pretrained):
+        base = n.split(".")[0]
+        e = models[base]
+        rows.append({"name": n, "family": e.family, "task": e.task, "status": e.status,
+                     "checkpoints": [f"{base}.{t}" for t in e.checkpoints] if "." not in n else [n],
+                     "paper": e.paper.title, "arxiv": e.paper.arxiv})
+    return rows
+
+
+def info(name: str) -> dict:
+    """Everything the registry says about a model, as plain data."""
+    mname, entry, _ = resolve(name)
+    out = {"name": mname, **entry.model_dump(mode="json")}
+    out["default_checkpoint"] = entry.default_checkpoint
+    return out
+
+
+def converter_ref(entry: ModelEntry) -> str | None:
+    """The family's official-weights converter (`module:function`), if it has one."""
+    fam = load_registry().families.get(entry.family)
+    return fam.converter if fam else None
 
 
 def import_builder(entry: ModelEntry, name: str):

@@ -12,13 +12,12 @@ Each family that has official weights adds `zoo/convert/<family>.py` with
     def convert_state_dict(raw: dict[str, Tensor], model: str, config: dict) -> dict[str, Tensor]:
         ...                                         # official names -> our state_dict names
 
-and one line in CONVERTERS below. `convert(name, src, out)` then loads the result strictly
+and `converter: "zoo.convert.<family>:convert_state_dict"` in its registry `families:` block. `convert(name, src, out)` then loads the result strictly
 into `zoo.create_model(name)` and writes a checkpoint folder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import warnings
@@ -26,12 +25,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from zoo._io import sha256_file
 from zoo.errors import CheckpointError, ConfigError
-
-# family -> "module:function" (see the module docstring for the function's contract)
-CONVERTERS: dict[str, str] = {
-    "mhaf-yolo": "zoo.convert.mhaf_yolo:convert_state_dict",
-}
 
 
 def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dict[str, Any]:
@@ -124,10 +119,14 @@ def rename(state: Mapping[str, Any], rules: Iterable[tuple[str, str]]) -> dict[s
 # ---- the verb ------------------------------------------------------------------------------------
 
 def converter_for(family: str) -> tuple[Callable, tuple[str, ...]]:
-    if family not in CONVERTERS:
-        known = ", ".join(sorted(CONVERTERS)) or "none yet"
+    """The family's converter, named by `converter:` in its registry `families:` block."""
+    import zoo.registry as registry
+    families = registry.load_registry().families
+    ref = families[family].converter if family in families else None
+    if ref is None:
+        known = ", ".join(sorted(f for f, v in families.items() if v.converter)) or "none yet"
         raise ConfigError(f"no converter for official '{family}' checkpoints (families with one: {known})")
-    module_name, fn = CONVERTERS[family].split(":")
+    module_name, fn = ref.split(":")
     module = importlib.import_module(module_name)
     return getattr(module, fn), tuple(getattr(module, "OFFICIAL_MODULES", ()))
 
@@ -141,9 +140,9 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
     """Official checkpoint `src` -> our checkpoint folder `out` for model `name` (or `name.tag`)."""
     import torch
 
-    from zoo import registry
-    from zoo.api import create_model
+    import zoo.registry as registry
     from zoo.checkpoint import save_checkpoint
+    from zoo.loading import load
 
     model_name, entry, _ = registry.resolve(name)
     tag = name.partition(".")[2] or None  # a bare name is the architecture, not its default checkpoint
@@ -152,7 +151,7 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
     raw = read_official(src, official_modules)
     config = registry.model_config(entry, tag)
     state = fn(raw, model_name, config)
-    model = create_model(f"{model_name}.{tag}" if tag else model_name, pretrained=False)
+    model = load(f"{model_name}.{tag}" if tag else model_name, pretrained=False).model
     _fit(model, state, model_name)
     half = all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     checkpoint = entry.checkpoints.get(tag) if tag else None
@@ -166,22 +165,6 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
         "eval_data": None,
         "command": f"zoo convert {name} --from {src.name} --out {Path(out).name}",
         "license": checkpoint.license if checkpoint else entry.paper.code_license,
-        "converted_from": {"file": src.name, "sha256": _sha256(src), "code": entry.paper.code},
+        "converted_from": {"file": src.name, "sha256": sha256_file(src), "code": entry.paper.code},
     }
     return save_checkpoint(out, model, meta, dtype="float16" if half else None)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 23):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# `zoo.convert` is both this package and the API verb zoo/__init__.py exports: importing the
-# package rebinds the attribute, so the module is made callable (the lead's helper, as for
-# zoo.export and zoo.bench) and `zoo.convert(name, src, out)` converts either way.
-from zoo._callable import make_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "convert")

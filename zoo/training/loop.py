@@ -18,31 +18,32 @@ import sys
 import time
 from pathlib import Path
 
+from zoo._io import atomic_torch_save
+
 STATE = Path(".train") / "state.pt"
 
 
-def _dist():
+def _dist(use_cuda: bool):
+    """(rank, world). nccl only when the processes really run on CUDA; gloo otherwise."""
     import torch.distributed as dist
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        import torch
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if world > 1 else 0
     return rank, world
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def _amp(device, options: dict):
+    """(autocast context factory, GradScaler or None). AMP only on CUDA: bf16 where the GPU has it,
+    else fp16 with a loss scaler; `-o amp=false` turns it off."""
+    import contextlib
+
     import torch
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if device.type != "cuda" or options.get("amp") is False:
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int):
@@ -57,10 +58,22 @@ def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int):
         yield chunk[rank::world].tolist()
 
 
+def _micro_batches(n: int, batch: int, seed: int, rank: int, world: int, per_epoch: int, start: int):
+    """Endless micro-batches from global micro-batch number `start` on; the order is a pure function
+    of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would."""
+    m = start
+    while True:
+        epoch, offset = divmod(m, per_epoch)
+        for i, idx in enumerate(_batches(n, batch, seed, epoch, rank, world)):
+            if i >= offset:
+                yield idx
+                m += 1
+
+
 def command_line(args: dict) -> str:
     """The exact `zoo finetune` command that reproduces this run (stored with the weights)."""
     parts = ["zoo", "finetune", args["name"]]
-    for key in ("dataset", "data", "steps", "epochs", "batch_size", "lr", "seed"):
+    for key in ("dataset", "data", "steps", "epochs", "batch_size", "accumulate", "lr", "seed"):
         if args.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(args[key])]
     if args.get("pretrained"):
@@ -77,11 +90,16 @@ def run(args: dict) -> dict:
     import torch
     from torch.utils.data import Subset
 
-    from zoo.api import _dataset_for, load
     from zoo.checkpoint import save_checkpoint
     from zoo.errors import CheckpointError
+    from zoo.loading import dataset_for, load, resolve_device
+    from zoo.tasks.base import to_device
 
-    rank, world = _dist()
+    device = resolve_device(args.get("device"))
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    rank, world = _dist(device.type == "cuda")
     out = Path(args["out"])
     state_path = out / STATE
     options = dict(args.get("options") or {})
@@ -98,12 +116,12 @@ def run(args: dict) -> dict:
         from zoo.errors import ConfigError
         raise ConfigError("-o config=... must be a JSON object of builder arguments")
     loaded = load(args["name"], pretrained=pretrained, dataset=args.get("dataset"), hub=args.get("hub"),
-                  require_weights=pretrained, overrides=overrides)
+                  require_weights=pretrained, overrides=overrides, device=device)
     torch.manual_seed(seed)  # the same init whatever happened while loading
     task, model = loaded.task, loaded.model
     options["pretrained"] = pretrained
     dataset_name = args.get("dataset") or loaded.dataset
-    train_set, dataset_name = _dataset_for(loaded, dataset_name, args.get("data"), "train", options)
+    train_set, dataset_name = dataset_for(loaded, dataset_name, args.get("data"), "train", options)
     if len(train_set) == 0:
         from zoo.errors import DataError
         raise DataError("the training set is empty")
@@ -111,9 +129,11 @@ def run(args: dict) -> dict:
         task.prepare(model, train_set, options)
 
     batch = int(args.get("batch_size") or task.default_batch_size)
+    accumulate = max(1, int(args.get("accumulate") or 1))
     per_rank = max(1, batch // world)
     n = len(train_set)
-    steps_per_epoch = max(1, n // (per_rank * world)) if n >= per_rank * world else 1
+    micro_per_epoch = max(1, n // (per_rank * world)) if n >= per_rank * world else 1
+    steps_per_epoch = max(1, micro_per_epoch // accumulate)
     total = int(args["steps"]) if args.get("steps") else (
         int(args["epochs"]) * steps_per_epoch if args.get("epochs") else task.default_steps)
     save_every = int(args.get("save_every") or max(1, min(500, total // 10 or 1)))
@@ -134,11 +154,11 @@ def run(args: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     step, history = 0, []
     if args.get("resume"):
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = torch.load(state_path, map_location=device, weights_only=True)
         module.load_state_dict(st["module"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["rng"])
+        torch.set_rng_state(st["rng"].cpu())
         step, history = int(st["step"]), list(st["history"])
         if step >= total:
             total = step
@@ -147,12 +167,13 @@ def run(args: dict) -> dict:
     wrapped = module
     if world > 1 and not runs_backward:
         from torch.nn.parallel import DistributedDataParallel
-        wrapped = DistributedDataParallel(module)
+        wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast, scaler = _amp(device, options)
 
     def save_state():
         if rank != 0:
             return
-        _atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                             "step": step, "history": history}, state_path)
 
@@ -165,32 +186,37 @@ def run(args: dict) -> dict:
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not show,
                   transient=False) as bar:
         job = bar.add_task(f"{loaded.name} on {dataset_name}", total=total, completed=step, loss="-")
+        micro = _micro_batches(n, per_rank, seed, rank, world, micro_per_epoch, start=step * accumulate)
         while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            for i, idx in enumerate(_batches(n, per_rank, seed, epoch, rank, world)):
-                if i < offset:
-                    continue
+            opt.zero_grad(set_to_none=True)
+            for _ in range(accumulate):   # gradient accumulation: `accumulate` micro-batches per step
+                idx = next(micro)
                 items = Subset(train_set, idx)
-                batch_data = task.collate([items[j] for j in range(len(idx))])
-                opt.zero_grad(set_to_none=True)
-                loss, logs = wrapped(batch_data)
+                batch_data = to_device(task.collate([items[j] for j in range(len(idx))]), device)
+                with autocast():
+                    loss, logs = wrapped(batch_data)
                 if not runs_backward:
-                    loss.backward()
-                if world > 1 and runs_backward:
-                    _allreduce_grads(module, world)
-                clip = options.get("grad_clip")
-                if clip:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
+                    scaled = loss / accumulate
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if world > 1 and runs_backward:
+                _allreduce_grads(module, world)
+            clip = options.get("grad_clip")
+            if scaler is not None:
+                scaler.unscale_(opt)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
                 opt.step()
-                sched.step()
-                step += 1
-                last_loss = float(loss.detach())
-                history.append([step, last_loss])
-                bar.update(job, completed=step, loss=f"{last_loss:.3g}")
-                if step % save_every == 0 or step == total:
-                    save_state()
-                if step >= total:
-                    break
+            sched.step()
+            step += 1
+            last_loss = float(loss.detach())
+            history.append([step, last_loss])
+            bar.update(job, completed=step, loss=f"{last_loss:.3g}")
+            if step % save_every == 0 or step == total:
+                save_state()
     elapsed = time.perf_counter() - t0
     steps_per_s = (step - t_steps0) / elapsed if elapsed > 0 else float("nan")
 
@@ -202,7 +228,7 @@ def run(args: dict) -> dict:
         metrics, eval_data = {}, None
         if not options.get("no_eval"):
             try:
-                test_set, _ = _dataset_for(loaded, dataset_name, args.get("data"), "test", options)
+                test_set, _ = dataset_for(loaded, dataset_name, args.get("data"), "test", options)
                 with torch.inference_mode():
                     metrics = task.evaluate(final_model, test_set, options)
                 eval_data = f"{dataset_name or args.get('data')} test split"
@@ -243,7 +269,7 @@ def launch_distributed(args: dict, nproc: int) -> dict:
     summary_path = out / ".train" / "summary.json"
     summary_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
-           "-m", "zoo.train", str(spec), str(summary_path)]
+           "-m", "zoo.training.loop", str(spec), str(summary_path)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0 or not summary_path.is_file():

@@ -9,6 +9,15 @@ import os
 import statistics
 import time
 
+from pydantic import Field
+
+from zoo.options import Options
+
+
+class BenchOptions(Options):
+    repeats: int = Field(30, description="timed repetitions (interleaved with --compare)")
+    warmup: int = Field(5, description="untimed repetitions first")
+
 
 @contextlib.contextmanager
 def _quiet_fd2():
@@ -27,19 +36,19 @@ def _quiet_fd2():
             os.close(saved)
 
 
-def peak_memory_mb(fn) -> float:
+def peak_memory_mb(fn, device) -> float:
     """Peak tensor memory allocated while `fn()` runs, above what was live when it started.
 
     CUDA: the caching allocator's peak counter. CPU: the profiler's allocation events (+bytes on
     malloc, -bytes on free) replayed in time order; the running sum's maximum is the peak."""
     import torch
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":   # where the model really runs, not whether a GPU exists
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
         fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
     with _quiet_fd2():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -66,21 +75,26 @@ def count_flops(model, args) -> float | None:
 
 
 class _Subject:
-    def __init__(self, name, train, hub, options):
+    def __init__(self, name, train, hub, raw_options, device, fuse):
         import torch
 
-        from zoo.api import load
-        self.loaded = load(name, pretrained=True, hub=hub)
+        from zoo.loading import load, options_for
+        self.loaded = load(name, pretrained=True, hub=hub, device=device)
+        options = options_for(self.loaded, "bench", raw_options, BenchOptions)
+        if not train:
+            options.setdefault("batch_size", 1)   # latency of one sample unless asked
+        self.options = options
         self.name = self.loaded.full_name
         self.model = self.loaded.model
         task = self.loaded.task
-        if not train and options.get("fuse", True) and hasattr(self.model, "fuse"):
+        if not train and fuse and hasattr(self.model, "fuse"):
             self.model = self.model.fuse() or self.model
         self.params = sum(p.numel() for p in self.model.parameters())
         if train:
             self.module = task.training_module(self.model, options)
             self.module.train()
-            self.batch = task.example_batch(self.model, self.loaded.config, options)
+            from zoo.tasks.base import to_device
+            self.batch = to_device(task.example_batch(self.model, options), device)
             groups = [p for p in self.module.parameters() if p.requires_grad]
             self.opt = torch.optim.AdamW(groups, lr=1e-4)
             self.runs_backward = bool(getattr(self.module, "runs_backward", False))
@@ -88,7 +102,8 @@ class _Subject:
             self.flops = None
         else:
             self.model.eval()
-            self.args = tuple(task.example_input(self.model, self.loaded.config, options))
+            from zoo.tasks.base import to_device
+            self.args = tuple(to_device(tuple(task.example_input(self.model, options)), device))
             self.n = int(self.args[0].shape[0])
             self.flops = count_flops(self.model, self.args)
 
@@ -116,23 +131,22 @@ def _batch_len(batch) -> int:
     return 1
 
 
-def bench(name: str, *, compare: str | None = None, train: bool = False, hub=None, options: dict | None = None) -> dict:
+def bench(name: str, *, compare: str | None = None, train: bool = False, hub=None, device: str | None = None,
+          fuse: bool = True, options: dict | None = None) -> dict:
     import torch
 
-    options = dict(options or {})
-    options.setdefault("batch_size", 1 if not train else None)
-    if options["batch_size"] is None:
-        options.pop("batch_size")
-    repeats = int(options.get("repeats", 30))
-    warmup = int(options.get("warmup", 5))
-    subjects = [_Subject(name, train, hub, options)]
+    from zoo.loading import resolve_device
+    dev = resolve_device(device)
+    subjects = [_Subject(name, train, hub, options, dev, fuse)]
     if compare:
-        subjects.append(_Subject(compare, train, hub, options))
+        subjects.append(_Subject(compare, train, hub, options, dev, fuse))
+    repeats = int(subjects[0].options.get("repeats", 30))
+    warmup = int(subjects[0].options.get("warmup", 5))
     for s in subjects:
         for _ in range(warmup):
             s.step()
     times = {s.name: [] for s in subjects}
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     for _ in range(repeats):  # interleaved: drift hits both sides alike
         for s in subjects:
             sync()
@@ -148,7 +162,7 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
         results.append({"model": s.name, "params": s.params,
                         "gflops": s.flops / 1e9 if s.flops is not None else None,
                         "p50_ms": p50 * 1e3, "p90_ms": p90 * 1e3, "throughput": s.n / p50,
-                        "peak_mb": peak_memory_mb(s.step), "batch": s.n})
+                        "peak_mb": peak_memory_mb(s.step, dev), "batch": s.n})
     ratios = {}
     if compare:
         a, b = results
@@ -157,10 +171,11 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
         if a["peak_mb"] and b["peak_mb"]:
             ratios[f"peak memory {a['model']} / {b['model']}"] = a["peak_mb"] / b["peak_mb"]
     return {"mode": "train step" if train else "inference", "batch_size": results[0]["batch"],
-            "device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads(),
+            "device": _device_name(dev), "threads": torch.get_num_threads(),
             "repeats": repeats, "results": results, "ratios": ratios}
 
 
-from zoo._callable import make_callable as _make_callable  # noqa: E402
 
-_make_callable(__name__, "bench")
+def _device_name(dev) -> str:
+    import torch
+    return f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"

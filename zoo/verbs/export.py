@@ -7,7 +7,16 @@ import os
 import time
 from pathlib import Path
 
+from pydantic import Field
+
+from zoo._io import temp_path
 from zoo.errors import ExportError, UnknownNameError
+from zoo.options import Options
+
+class ExportOptions(Options):
+    atol: float = Field(1e-4, description="absolute parity tolerance against PyTorch")
+    rtol: float = Field(1e-4, description="relative parity tolerance (of each output's largest magnitude)")
+
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2", "safetensors": ".safetensors"}
 
@@ -43,15 +52,16 @@ def _errors(ref, got) -> tuple[float, float, float]:
 
 
 def export(name: str, format: str = "onnx", *, out=None, fuse: bool = True, hub=None, pretrained: bool = True,
-           options: dict | None = None) -> dict:
+           device: str | None = None, options: dict | None = None) -> dict:
     import torch
 
-    from zoo.api import load
+    from zoo.loading import load, options_for
 
-    options = dict(options or {})
     if format not in FORMATS:
         raise UnknownNameError("export format", format, FORMATS)
-    loaded = load(name, pretrained=pretrained, hub=hub)
+    # exported files run anywhere; the reference pass runs on `device` (CPU unless asked)
+    loaded = load(name, pretrained=pretrained, hub=hub, device=device or "cpu")
+    options = options_for(loaded, "export", options, ExportOptions)
     model = loaded.model.eval()
     notes = []
     if loaded.tag is None and loaded.folder is None:
@@ -62,12 +72,12 @@ def export(name: str, format: str = "onnx", *, out=None, fuse: bool = True, hub=
     if hasattr(model, "export_model"):  # a deploy view (e.g. one head) when the model has one
         model = model.export_model()
     task = loaded.task
-    args = tuple(task.example_input(model, loaded.config, options))
+    args = tuple(task.example_input(model, options))
     with torch.inference_mode():
         ref = _flatten(model(*args))
     path = Path(out) if out else Path("exports") / f"{loaded.full_name}{FORMATS[format]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")  # keeps the suffix some loaders insist on
+    tmp = temp_path(path)
     t0 = time.perf_counter()
     try:
         got = _EXPORTERS[format](model, args, tmp, loaded, notes)
@@ -115,14 +125,14 @@ def _onnx(model, args, path, loaded, notes):
                           dynamic_axes={n: {ax: str(d) for ax, d in spec.items()} for n, spec in zip(names, dynamic)},
                           opset_version=17)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
+    feeds = {i.name: a.cpu().numpy() for i, a in zip(sess.get_inputs(), args)}
     return [torch.from_numpy(np.asarray(o)) for o in sess.run(None, feeds)]
 
 
 def _dynamic_shapes(loaded, args):
     """Batch is dynamic for every input; a task may name more axes (e.g. query points)."""
     import torch
-    axes = loaded.task.dynamic_axes(args) if hasattr(loaded.task, "dynamic_axes") else [{0: "batch"} for _ in args]
+    axes = loaded.task.dynamic_axes(args)
     dims: dict[str, object] = {}
     return tuple({ax: dims.setdefault(name, torch.export.Dim(name, min=1, max=1 << 20)) for ax, name in spec.items()}
                  for spec in axes)
@@ -155,12 +165,12 @@ def _safetensors(model, args, path, loaded, notes):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from zoo.api import _build
-    from zoo import registry
+    import zoo.registry as registry
+    from zoo.loading import build
 
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(path))
-    fresh = _build(loaded.name, registry.load_registry().models[loaded.name], loaded.config)
+    fresh = build(loaded.name, registry.load_registry().models[loaded.name], loaded.config)
     if hasattr(model, "fuse") and getattr(model, "fused", False) and hasattr(fresh, "fuse"):
         fresh = fresh.fuse() or fresh
     if hasattr(fresh, "export_model") and hasattr(model, "export_model"):
@@ -173,7 +183,3 @@ def _safetensors(model, args, path, loaded, notes):
 
 _EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}
 
-
-from zoo._callable import make_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "export")

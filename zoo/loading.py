@@ -1,0 +1,150 @@
+"""Name -> ready model: resolve a registry name, `name.tag` or checkpoint folder, build the
+architecture, pull and load its weights, and place it on a device. Every verb starts here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zoo.registry as reg
+from zoo.errors import CheckpointError, ConfigError, DataError, NotReadyError, UnknownNameError
+
+
+@dataclass
+class Loaded:
+    """A model ready for a verb: the module plus everything needed to pick its task and data."""
+    model: Any
+    name: str                   # registry model name
+    tag: str | None             # checkpoint tag, when weights came from the registry
+    task_name: str
+    config: dict
+    dataset: str | None = None  # what the weights were trained on
+    folder: Path | None = None  # where the weights came from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def task(self):
+        from zoo.tasks import get_task
+        return get_task(self.task_name)
+
+    @property
+    def full_name(self) -> str:
+        if self.tag:
+            return f"{self.name}.{self.tag}"
+        return str(self.folder) if self.folder is not None else self.name
+
+
+def is_checkpoint_dir(name: str) -> bool:
+    p = Path(name)
+    return ("/" in name or name.startswith(".")) and p.is_dir()
+
+
+def resolve_device(device: str | None = None):
+    """`None`/`auto`: CUDA when available, else CPU. An unavailable device is one clear line."""
+    import torch
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for, but no CUDA device is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}' does not exist: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device '{device}' is not supported; use cpu, cuda or cuda:N")
+    return dev
+
+
+def build(name: str, entry, cfg: dict):
+    """Call the registry builder with `cfg`; check the result fulfils its task's Protocol."""
+    builder = reg.import_builder(entry, name)
+    try:
+        model = builder(**cfg)
+    except TypeError as exc:
+        raise CheckpointError(f"config does not fit the '{name}' builder: {exc}") from None
+    from zoo.tasks import get_task
+    protocol = get_task(entry.task).model_protocol
+    if not isinstance(model, protocol):
+        missing = [m for m in _protocol_members(protocol) if not hasattr(model, m)]
+        raise ConfigError(f"'{name}' does not fulfil the {entry.task} task's contract "
+                          f"({protocol.__name__}): missing {', '.join(missing) or '?'}")
+    return model
+
+
+def _protocol_members(protocol) -> list[str]:
+    return sorted(getattr(protocol, "__protocol_attrs__", ()) or
+                  [k for k in vars(protocol) if not k.startswith("_")])
+
+
+def load(name: str, *, pretrained: bool = True, dataset: str | None = None, hub: str | None = None,
+         overrides: dict | None = None, require_weights: bool = False, device=None) -> Loaded:
+    """Resolve `name` (`model`, `model.tag` or a checkpoint folder) and build the model on `device`."""
+    from zoo.checkpoint import load_weights, read_config
+
+    if is_checkpoint_dir(name):
+        meta = read_config(name)
+        mname = meta["model"]
+        entry = reg.load_registry().models.get(mname)
+        if entry is None:
+            raise CheckpointError(f"{name}: config.json names model '{mname}', which the registry does not know")
+        cfg = {**meta["config"], **(overrides or {})}
+        model = build(mname, entry, cfg)
+        load_weights(model, name)
+        loaded = Loaded(model, mname, meta.get("tag"), meta.get("task", entry.task), cfg,
+                        meta.get("dataset"), Path(name), meta)
+        return _placed(loaded, device)
+    mname, entry, tag = reg.resolve(name, dataset)
+    if entry.status != "ready":
+        raise NotReadyError(f"model '{mname}' is planned, not built yet (see `zoo info {mname}`)")
+    if pretrained and tag is None and require_weights:
+        why = entry.weights_note or "none has been trained or converted yet"
+        raise CheckpointError(f"model '{mname}' has no checkpoint"
+                              + (f" for dataset '{dataset}'" if dataset else "") + f": {why}")
+    use_tag = tag if pretrained else None
+    cfg = reg.model_config(entry, use_tag, overrides, dataset)
+    model = build(mname, entry, cfg)
+    folder, meta = None, {}
+    if use_tag:
+        from zoo.hub import pull_model
+        folder = Path(pull_model(f"{mname}.{use_tag}", hub=hub))
+        meta = read_config(folder)
+        if meta.get("config") and {**meta["config"], **(overrides or {})} != cfg:
+            raise CheckpointError(f"{mname}.{use_tag}: the checkpoint's config.json does not match the registry "
+                                  f"config for this architecture")
+        load_weights(model, folder)
+    ds = entry.checkpoints[use_tag].dataset if use_tag else None
+    return _placed(Loaded(model, mname, use_tag, entry.task, cfg, ds, folder, meta), device)
+
+
+def _placed(loaded: Loaded, device) -> Loaded:
+    if device is not None:
+        loaded.model = loaded.model.to(resolve_device(device) if not hasattr(device, "type") else device)
+    return loaded
+
+
+def options_for(loaded: Loaded, verb: str, raw: dict | None, verb_options=None) -> dict:
+    """Validate `-o` options against the verb's and the task's declared options."""
+    from zoo.options import combine, validate
+    schema = combine(loaded.task.Options, verb_options, name=f"{verb}-options")
+    return validate(raw, schema, f"`zoo {verb}` of {loaded.task_name} models")
+
+
+def dataset_for(loaded: Loaded, dataset: str | None, data: str | None, split: str, options: dict):
+    """The dataset a verb runs on: `dataset` by name, the user's `data` file, or the one the weights
+    were trained on. Returns (torch Dataset, the name reported)."""
+    task = loaded.task
+    if data is not None:
+        p = Path(data)
+        if not p.exists():
+            raise DataError(f"{data}: no such file or folder")
+    dataset = dataset or (None if data else loaded.dataset)
+    if dataset is None and data is None:
+        raise DataError(f"which data? give --dataset (one of: {', '.join(task.datasets)}) or --data PATH")
+    if dataset and dataset not in task.datasets:
+        raise UnknownNameError(f"dataset for {loaded.task_name} models", dataset, task.datasets)
+    return task.load_dataset(dataset, split, data, loaded.model, options), dataset

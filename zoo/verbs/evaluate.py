@@ -1,0 +1,19 @@
+"""`zoo eval`: a checkpoint's metrics on a dataset (or the user's own file)."""
+
+from __future__ import annotations
+
+from zoo.loading import dataset_for, is_checkpoint_dir, load, options_for
+
+
+def evaluate(name: str, *, dataset: str | None = None, data: str | None = None, split: str = "test",
+             hub: str | None = None, device: str | None = None, options: dict | None = None) -> dict:
+    import torch
+
+    loaded = load(name, dataset=dataset, hub=hub, require_weights=not is_checkpoint_dir(name), device=device)
+    opts = options_for(loaded, "eval", options)
+    ds, dataset = dataset_for(loaded, dataset, data, split, opts)
+    with torch.inference_mode():
+        metrics = loaded.task.evaluate(loaded.model, ds, opts)
+    # the split the data really holds (a set without a test split says so itself)
+    return {"model": loaded.full_name, "dataset": dataset or str(data), "split": getattr(ds, "split", split),
+            "metrics": metrics}

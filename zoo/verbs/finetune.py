@@ -1,0 +1,59 @@
+"""`zoo finetune`: validate the request, then run the one training loop (in this process, or under
+torch.distributed.run with `nproc_per_node` processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field
+
+from zoo.options import Options
+
+
+class FinetuneOptions(Options):
+    weight_decay: float = Field(1e-4, description="AdamW weight decay")
+    warmup: int = Field(0, description="linear warm-up steps before the cosine schedule")
+    grad_clip: Optional[float] = Field(None, description="clip the gradient norm to this value")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16, or fp16 with a loss scaler)")
+    config: Optional[dict[str, Any]] = Field(None, description="builder arguments to override (your own data)")
+    overwrite: bool = Field(False, description="start over in an --out that already holds a run")
+    no_eval: bool = Field(False, description="skip the test-split evaluation at the end")
+    tag: Optional[str] = Field(None, description="checkpoint tag written to config.json (default: the dataset)")
+    license: str = Field("MIT", description="licence of the weights written to the model card")
+    dtype: Optional[str] = Field(None, description="store weights as float16 to halve the file")
+
+
+def finetune(name: str, *, dataset: str | None = None, out: str | Path, data: str | None = None,
+             steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
+             lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
+             save_every: int | None = None, pretrained: bool = False, hub: str | None = None,
+             progress: bool = True, device: str | None = None, accumulate: int = 1,
+             options: dict | None = None) -> dict:
+    from zoo.loading import resolve_device
+    from zoo.options import combine, validate
+    import zoo.registry as reg
+    from zoo.tasks import get_task
+
+    from zoo.loading import is_checkpoint_dir
+    if is_checkpoint_dir(name):
+        from zoo.checkpoint import read_config
+        meta = read_config(name)
+        task_name = meta.get("task") or reg.load_registry().models[meta["model"]].task
+    else:
+        _, entry, _ = reg.resolve(name, dataset)
+        task_name = entry.task
+    schema = combine(get_task(task_name).Options, FinetuneOptions, name="finetune-options")
+    opts = validate(options, schema, f"`zoo finetune` of {task_name} models")
+    if accumulate < 1:
+        from zoo.errors import ConfigError
+        raise ConfigError("--accumulate must be at least 1")
+    dev = resolve_device(device)   # an unavailable device fails here, before any data work
+    args = dict(name=name, dataset=dataset, out=str(out), data=data, steps=steps, epochs=epochs,
+                batch_size=batch_size, lr=lr, seed=seed, resume=resume, save_every=save_every,
+                pretrained=pretrained, hub=hub, progress=progress, device=str(dev) if device else None,
+                accumulate=accumulate, options=opts)
+    from zoo.training import loop
+    if nproc_per_node > 1:
+        return loop.launch_distributed(args, nproc_per_node)
+    return loop.run(args)
