@@ -1,75 +1,50 @@
-"""`zoo pull | push | cache ls|verify|rm | convert`: the hub verbs. Thin: each is one call into
-zoo.hub or zoo.convert; errors are zoo.errors types that cli/main.py prints as one line.
+"""`zoo pull | push | cache ls|verify|rm | convert`: the hub verbs. Each parses, makes one call
+into zoo.hub (convert: zoo.api) and renders the result; errors are zoo.errors types that
+cli/main.py prints as one line.
 
 Importing this module imports neither torch nor huggingface_hub (`zoo list` stays fast)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
-
-HubOption = typer.Option(None, "--hub", help="hub folder(s)/URL(s), comma-separated "
-                                             "(default: $ZOO_HUB, else ./hub then $HF_ENDPOINT)")
-JsonOption = typer.Option(False, "--json", help="print machine-readable JSON")
+from .common import HubOpt, JsonOpt, err, human_size, out, print_json
 
 cache_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="The local Hugging Face cache, checked against the registry's sha256 pins.")
 
 
-def _json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
 def pull(name: str = typer.Argument(..., help="NAME or NAME.TAG"),
-         hub: Optional[str] = HubOption,
+         hub: Optional[str] = HubOpt,
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-         as_json: bool = JsonOption):
+         as_json: bool = JsonOpt):
     """Fetch a checkpoint and check every file's sha256 against the registry."""
-    from zoo import hub as zhub
-    from zoo import registry
+    import zoo.hub as zhub
 
-    model, entry, tag = registry.resolve(name)
-    folder = zhub.pull_model(name, hub=hub, progress=not (quiet or as_json))
-    ck = entry.checkpoints[tag]
-    result = {"name": f"{model}.{tag}", "repo": ck.repo, "revision": ck.revision, "path": str(folder),
-              "files": ck.files, "verified": "sha256"}
+    res = zhub.pull_checkpoint(name, hub=hub, progress=not (quiet or as_json))
     if as_json:
-        _json(result)
+        print_json(res)
         return
-    out.print(f"{model}.{tag}: {len(ck.files)} files, sha256 verified ({ck.repo}@{ck.revision[:12]})")
-    out.print(str(folder), highlight=False, soft_wrap=True)
+    out.print(f"{res['name']}: {len(res['files'])} files, sha256 verified ({res['repo']}@{res['revision'][:12]})")
+    out.print(res["path"], highlight=False, soft_wrap=True)
 
 
 def push(folder: Path = typer.Argument(..., help="checkpoint folder (from `zoo finetune` or `zoo convert`)"),
          repo: str = typer.Option(..., "--repo", help="ORG/NAME"),
          hub: Optional[str] = typer.Option(None, "--hub", help="a folder or an endpoint URL "
                                                                "(default: $ZOO_HUB's first, else ./hub)"),
-         as_json: bool = JsonOption):
+         as_json: bool = JsonOpt):
     """Publish a checkpoint folder with its model card; prints the registry entry to paste."""
-    from zoo import hub as zhub
+    import zoo.hub as zhub
 
     pushed = zhub.push(folder, repo, hub=hub)
     if as_json:
-        _json(pushed)
+        print_json(pushed)
         return
     err.print(f"pushed {folder} -> {pushed['hub']}/{repo} @ {pushed['entry']['revision']}", highlight=False,
               soft_wrap=True)
@@ -78,13 +53,13 @@ def push(folder: Path = typer.Argument(..., help="checkpoint folder (from `zoo f
 
 
 @cache_app.command("ls")
-def cache_ls(as_json: bool = JsonOption):
+def cache_ls(as_json: bool = JsonOpt):
     """Cached checkpoints: registry name, repo, revision, files, size."""
-    from zoo import hub as zhub
+    import zoo.hub as zhub
 
     rows = zhub.cache_ls()
     if as_json:
-        _json(rows)
+        print_json(rows)
         return
     if not rows:
         out.print(f"the cache at {zhub.hf_cache_dir()} holds no models")
@@ -94,68 +69,71 @@ def cache_ls(as_json: bool = JsonOption):
         t.add_column(col, justify="right" if col in ("files", "size") else "left")
     for r in rows:
         t.add_row(r["name"] or "[dim]not in registry[/]", r["repo"], r["revision"][:12], str(r["files"]),
-                  _size(r["size"]))
+                  human_size(r["size"]))
     out.print(t)
+
+
+_STATUS_STYLE = {"ok": "green", "mismatch": "red", "missing": "yellow", "unpinned": "dim", "partial": "yellow"}
 
 
 @cache_app.command("verify")
 def cache_verify(name: Optional[str] = typer.Argument(None, help="NAME, NAME.TAG or ORG/REPO (default: all)"),
-                 as_json: bool = JsonOption):
+                 as_json: bool = JsonOpt):
     """Re-hash every cached file against the registry pin; exit 1 on any mismatch."""
-    from zoo import hub as zhub
+    import zoo.hub as zhub
 
     rows = zhub.cache_verify(name)
-    bad = [r for r in rows if r["status"] == "mismatch"]
     if as_json:
-        _json(rows)
+        print_json(rows)
     elif not rows:
         out.print("nothing cached" + (f" for {name}" if name else ""))
     else:
         t = Table(title="cache verify (sha256)")
         for col in ("checkpoint", "repo", "revision", "file", "status"):
             t.add_column(col)
-        style = {"ok": "green", "mismatch": "red", "missing": "yellow", "unpinned": "dim", "partial": "yellow"}
         for r in rows:
             t.add_row(r["name"] or "-", r["repo"], (r["revision"] or "-")[:12], r["file"],
-                      f"[{style[r['status']]}]{r['status']}[/]")
+                      f"[{_STATUS_STYLE[r['status']]}]{r['status']}[/]")
         out.print(t)
+        bad = [r for r in rows if r["status"] == "mismatch"]
         for r in bad:
             err.print(f"{r['repo']}@{r['revision'][:12]} {r['file']}: sha256 {r['actual']}, expected "
                       f"{r['expected']}", highlight=False, soft_wrap=True)
         n_ok = sum(r["status"] == "ok" for r in rows)
         out.print(f"{n_ok} ok, {len(bad)} mismatching, {len(rows) - n_ok - len(bad)} other")
-    if bad:
-        from zoo.errors import HubError
-        # an error, not typer.Exit: cli/main.py runs the app with standalone_mode=False
-        raise HubError(f"{len(bad)} cached file(s) do not match their sha256 pin; "
-                       f"`zoo cache rm NAME` and pull again")
+    # an error, not typer.Exit: cli/main.py runs the app with standalone_mode=False
+    zhub.cache_check(rows)
 
 
 @cache_app.command("rm")
 def cache_rm(name: str = typer.Argument(..., help="NAME, NAME.TAG or ORG/REPO"),
-             as_json: bool = JsonOption):
+             as_json: bool = JsonOpt):
     """Delete the cached revisions of a model's checkpoint repos."""
-    from zoo import hub as zhub
+    import zoo.hub as zhub
 
     result = zhub.cache_rm(name)
     if as_json:
-        _json(result)
+        print_json(result)
         return
     if not result["removed"]:
         out.print(f"nothing cached for {name}")
         return
     for r in result["removed"]:
         out.print(f"removed {r['repo']}@{r['revision'][:12]}")
-    out.print(f"freed {_size(result['freed'])}")
+    out.print(f"freed {human_size(result['freed'])}")
 
 
 def convert(name: str = typer.Argument(..., help="NAME or NAME.TAG"),
             src: Path = typer.Option(..., "--from", help="the official checkpoint file (.pt/.pth/.safetensors)"),
-            out_dir: Path = typer.Option(..., "--out", help="checkpoint folder to write")):
+            out_dir: Path = typer.Option(..., "--out", help="checkpoint folder to write"),
+            as_json: bool = JsonOpt):
     """Official pickled checkpoint -> our checkpoint folder, without running pickled code."""
-    from zoo.convert import convert as _convert
+    import zoo.api as api
 
-    folder = _convert(name, src, out_dir)
+    folder = api.convert(name, src, out_dir)
+    if as_json:
+        print_json({"model": name, "path": str(folder), "from": str(src)})
+        return
     out.print(f"wrote {folder} (loads strictly into {name}); publish it with "
               f"`zoo push {folder} --repo ORG/NAME`", highlight=False, soft_wrap=True)
 

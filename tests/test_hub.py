@@ -272,7 +272,7 @@ def test_project_hub_matches_the_registry_pins():
 def test_cli_push_prints_the_registry_entry(tmp_path, checkpoint):
     from typer.testing import CliRunner
 
-    from zoo.cli.main import app
+    from cli.main import app  # the source checkout's layout (the wheel ships it as zoo.cli)
 
     result = CliRunner().invoke(app, ["push", str(checkpoint), "--repo", "zoo/tiny-mlp-toy",
                                       "--hub", str(tmp_path / "hubdir")])
@@ -294,7 +294,7 @@ def test_cli_errors_are_one_line(tmp_path, registry):
         (["push", str(tmp_path), "--repo", "bad id", "--hub", str(tmp_path)], 1, "not a repo id"),
         (["cache", "rm", "no-such-model"], 2, "unknown model 'no-such-model'"),
     ]:
-        done = subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
                               env=env, cwd=root, timeout=120)
         assert done.returncode == code, (args, done.stderr)
         assert text in done.stderr and len(done.stderr.strip().splitlines()) == 1, (args, done.stderr)

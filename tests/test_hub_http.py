@@ -279,7 +279,7 @@ def test_cache_ls_verify_rm(served, proxy, tmp_path):
 
 
 def zoo_cli(served, hf_home: Path, *args: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
                           env=client_env(hf_home, served.registry, **env), timeout=120, cwd=ROOT)
 
 

@@ -6,10 +6,11 @@ This is what `zoo finetune` and `zoo convert` write, what `zoo push` publishes a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from zoo._io import atomic_write
+from zoo._version import __version__
 from zoo.errors import CheckpointError
 
 CONFIG = "config.json"
@@ -42,8 +43,6 @@ def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: s
     license. `dtype="float16"` stores floating weights in half precision (buffers too)."""
     from safetensors.torch import save_file
 
-    import zoo
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -59,33 +58,27 @@ def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: s
         if ptr in seen and v.numel():
             state[k] = v.clone()
         seen.add(ptr)
-    meta = {"zoo_version": zoo.__version__, "weights_dtype": dtype or "float32", **meta}
+    meta = {"zoo_version": __version__, "weights_dtype": dtype or "float32", **meta}
     # each file is written to a temp name and renamed: a kill never leaves half a file, and the
     # folder's other content (a run's training state) stays
-    _atomic(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    _atomic(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
+    atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
     if card:
         card_obj = make_card(meta)
         if card_obj is not None:
-            _atomic(folder / CARD, lambda p: card_obj.save(str(p)))
+            atomic_write(folder / CARD, lambda p: card_obj.save(str(p)))
     return folder
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def make_card(meta: dict):
+    """The model card for `meta`, or None where huggingface_hub (which writes it) is not installed:
+    weights can be saved without it."""
+    from zoo.card import make_model_card
+
     try:
-        from zoo.hub import make_model_card
-    except ImportError:  # the hub module is optional for writing weights
+        return make_model_card(meta)
+    except ImportError:
         return None
-    return make_model_card(meta)
 
 
 def fit_state_dict(model, state: dict, what: str, strict: bool = True) -> dict:

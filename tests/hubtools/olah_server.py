@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hubtools.net import free_port, wait_http
 
-from zoo.hub import build_git_repo, build_mirror
+from zoo.hub.mirror import build_git_repo, build_mirror
 
 TOML = """[basic]
 host = "127.0.0.1"

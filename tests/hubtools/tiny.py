@@ -37,16 +37,21 @@ def make_checkpoint(folder: str | Path, *, width: int = 8, depth: int = 2, seed:
     return save_checkpoint(folder, model, meta)
 
 
-def registry_text(checkpoints: dict[str, dict] | None = None, *, width: int = 8, depth: int = 2) -> str:
+def registry_text(checkpoints: dict[str, dict] | None = None, *, width: int = 8, depth: int = 2,
+                  converter: str | None = None) -> str:
     """A registry with the tiny model; `checkpoints` are {tag: checkpoint entry} (as `zoo push`
-    prints them)."""
-    entry = {
-        "family": "tiny",
+    prints them); `converter` ("hubtools.tiny:convert_state_dict") goes into the family block."""
+    family = {
         "task": "operator",
-        "status": "ready",
-        "description": "A tiny MLP the hub tests publish and pull.",
         "builder": "hubtools.tiny:tiny_mlp",
         "paper": {"title": "A Tiny Test Network", "arxiv": "0000.00000", "code": None},
+    }
+    if converter:
+        family["converter"] = converter
+    entry = {
+        "family": "tiny",
+        "status": "ready",
+        "description": "A tiny MLP the hub tests publish and pull.",
         "config": {"width": width, "depth": depth},
         "datasets": ["toy"],
         "reported": [{"metric": "rel_l2", "value": 0.5, "dataset": "toy", "source": "paper Table 1"}],
@@ -54,11 +59,12 @@ def registry_text(checkpoints: dict[str, dict] | None = None, *, width: int = 8,
     }
     if checkpoints:
         entry["default_checkpoint"] = next(iter(checkpoints))
-    return yaml.safe_dump({"version": 1, "hub_org": "zoo", "models": {MODEL: entry}}, sort_keys=False)
+    return yaml.safe_dump({"version": 1, "hub_org": "zoo", "families": {"tiny": family},
+                           "models": {MODEL: entry}}, sort_keys=False)
 
 
 def write_registry(path: str | Path, checkpoints: dict[str, dict] | None = None, **kw) -> Path:
-    from zoo import registry
+    import zoo.registry as registry
 
     path = Path(path)
     path.write_text(registry_text(checkpoints, **kw))

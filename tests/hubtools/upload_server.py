@@ -1,8 +1,8 @@
 """A small upload endpoint: what `HfApi.create_repo` + `upload_folder` call in huggingface_hub
 2.4 (with HF_HUB_DISABLE_XET=1), and nothing else. olah is a read-only mirror, so push tests need
-this. Each commit is materialised as a folder and written with `zoo.hub.build_git_repo` into the
+this. Each commit is materialised as a folder and written with `zoo.hub.mirror.build_git_repo` into the
 same `mirrors/` folder olah serves, so a pushed repo can be pulled back through olah at once, and
-the commit sha it reports is `zoo.hub.folder_revision` of the pushed files.
+the commit sha it reports is `zoo.hub.revision.folder_revision` of the pushed files.
 
 Requests (spec local-hub.md, "Uploads"): whoami-v2, repos/create, validate-yaml, preupload,
 LFS batch + PUT, commit (NDJSON)."""
@@ -21,7 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from hubtools.net import free_port, wait_http
 
-from zoo.hub import build_git_repo, is_lfs
+from zoo.hub.mirror import build_git_repo
+from zoo.hub.revision import is_lfs
 
 
 def make_app(mirrors: Path, state: Path, base_url: str):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from zoo._io import atomic_write, sha256_bytes, sha256_file
 
 
 def cache_dir() -> Path:
@@ -19,21 +20,12 @@ def cache_dir() -> Path:
 def params_key(**params) -> str:
     """A short stable key for a generator's parameters (its cache file name)."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return sha256_bytes(blob)[:16]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A cache file written whole or not at all, fsynced: generated data can take minutes to redo."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), fsync=True)
 
 
 def atomic_save_npz(path: Path, **arrays) -> None:
@@ -45,14 +37,6 @@ def atomic_save_npz(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_package_file(requirement: str, filename: str, sha256: str, *, binary: bool = True) -> Path:

@@ -1,0 +1,111 @@
+"""The model card: the README.md of a checkpoint folder and of its hub repo.
+
+Written with huggingface_hub's ModelCard (imported inside `make_model_card`), so the metadata block
+is what the Hub validates. Our own measured metrics go into `model-index`; the paper's reported
+numbers only into the text, and always marked as the paper's."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# licence ids the Hub's metadata validator accepts; anything else is published as "other"
+_HF_LICENSES = {
+    "apache-2.0", "mit", "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "cc0-1.0",
+    "cc-by-2.0", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0",
+    "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0",
+    "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cc-by-nd-4.0", "gpl", "gpl-2.0", "gpl-3.0", "lgpl-2.1",
+    "lgpl-3.0", "agpl-3.0", "mpl-2.0", "unlicense", "openrail", "bigscience-openrail-m",
+    "creativeml-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "ecl-2.0", "epl-2.0", "wtfpl",
+    "zlib", "isc", "other",
+}
+
+
+def _license_fields(license: str | None) -> dict:
+    if not license:
+        return {}
+    norm = re.sub(r"[\s_]+", "-", license.strip().lower())
+    if norm in _HF_LICENSES:
+        return {"license": norm}
+    return {"license": "other", "license_name": norm}
+
+
+def _registry_entry(model: str | None):
+    if not model:
+        return None
+    try:
+        import zoo.registry as registry
+        return registry.load_registry().models.get(model)
+    except Exception:  # noqa: BLE001 - a card can be written without the registry
+        return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def make_model_card(meta: dict):
+    """The README.md of a checkpoint repo, built with huggingface_hub's ModelCard.
+
+    `meta` is a checkpoint's config.json (model, tag, task, dataset, config, metrics, eval_data,
+    command, license). Our metrics go into `model-index` (marked as measured by zoo); the paper's
+    numbers, from the registry, only into the text and marked as the paper's."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    model = meta.get("model") or "model"
+    tag = meta.get("tag")
+    full = f"{model}.{tag}" if tag else model
+    task = meta.get("task")
+    dataset = meta.get("dataset")
+    entry = _registry_entry(meta.get("model"))
+    family = entry.family if entry else None
+    metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    eval_on = meta.get("eval_data") or dataset
+    results = [EvalResult(task_type=task or "other", dataset_type=dataset or "custom",
+                          dataset_name=eval_on or "custom", metric_type=k, metric_value=v,
+                          metric_name=f"{k} (ours: zoo eval)") for k, v in metrics.items()]
+    tags = [t for t in dict.fromkeys(["zoo", family, task]) if t]
+    data = ModelCardData(model_name=full, library_name="zoo", tags=tags,
+                         datasets=[dataset] if dataset else None, eval_results=results or None,
+                         **_license_fields(meta.get("license")))
+
+    lines = [f"# {full}", ""]
+    if entry:
+        lines += [entry.description, ""]
+        paper = entry.paper
+        ref = f"[{paper.title}](https://arxiv.org/abs/{paper.arxiv})" if paper.arxiv else paper.title
+        lines.append(f"- **Paper**: {ref}" + (f", {paper.venue}" if paper.venue else ""))
+        if paper.code:
+            lines.append(f"- **Official code**: {paper.code}"
+                         + (f" (licence: {paper.code_license})" if paper.code_license else ""))
+    lines.append(f"- **Architecture**: `{model}`" + (f" ({family}, task `{task}`)" if family else
+                                                   (f" (task `{task}`)" if task else "")))
+    if dataset:
+        lines.append(f"- **Trained on**: `{dataset}`")
+    if meta.get("license"):
+        lines.append(f"- **Weights licence**: {meta['license']}")
+    if meta.get("config"):
+        lines.append(f"- **Builder config**: `{json.dumps(meta['config'], sort_keys=True)}`")
+    lines.append("")
+    if meta.get("command"):
+        lines += ["## How these weights were made", "", "```", str(meta["command"]), "```", ""]
+    if metrics:
+        lines += [f"## Our evaluation (measured by `zoo eval`"
+                  + (f" on {eval_on}" if eval_on else "") + ")", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+        lines.append("")
+    if entry and entry.reported:
+        lines += ["## The paper's numbers (reported by the authors, not measured by us)", "",
+                  "| metric | value | dataset | source |", "|---|---|---|---|"]
+        lines += [f"| {r.metric} | {_fmt(r.value)} | {r.dataset or ''} | {r.source} |"
+                  for r in entry.reported]
+        lines.append("")
+    lines += ["## Use", "", "```", f"zoo pull {full}"]
+    if dataset:
+        lines.append(f"zoo eval {full} --dataset {dataset}")
+    lines += ["```", "", "```python", "import zoo", f"model = zoo.create_model(\"{full}\", pretrained=True)",
+              "```", ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))

@@ -1,0 +1,164 @@
+"""The local Hugging Face cache, read through huggingface_hub's cache API and checked against the
+registry's sha256 pins: `zoo cache ls | verify | rm`.
+
+huggingface_hub is imported inside the functions: it reads `HF_HUB_CACHE` and `HF_HUB_OFFLINE`
+when it is first imported, and `import zoo.hub` stays cheap."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from zoo._io import sha256_file
+from zoo.errors import HubError, UnknownNameError
+
+
+def hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE)
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return constants.HF_HUB_OFFLINE or value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def repo_folder(cache_dir: Path, repo: str) -> Path:
+    """The cache folder of a model repo (`models--org--name`)."""
+    from huggingface_hub.file_download import repo_folder_name
+    return cache_dir / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+def _pins() -> dict[str, list[tuple[str, str, dict[str, str]]]]:
+    """repo id -> [(name.tag, revision, files)] from the registry."""
+    import zoo.registry as registry
+
+    out: dict[str, list] = {}
+    for model, entry in registry.load_registry().models.items():
+        for tag, ck in entry.checkpoints.items():
+            out.setdefault(ck.repo, []).append((f"{model}.{tag}", ck.revision, ck.files))
+    return out
+
+
+def _pin_for(pins: dict, repo: str, commit: str, refs) -> tuple[str, dict[str, str]] | None:
+    for name, revision, files in pins.get(repo, []):
+        if revision == commit or revision in refs:
+            return name, files
+    return None
+
+
+def _scan(cache_dir: Path | None):
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        return scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return None
+
+
+def _cached_repos(cache_dir: str | Path | None, wanted: set[str] | None = None):
+    """(repo, [(revision, registry pin or None), ...]) for every cached model repo, in a stable order."""
+    scan = _scan(Path(cache_dir) if cache_dir else None)
+    if scan is None:
+        return
+    pins = _pins()
+    for repo in sorted(scan.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model" or (wanted is not None and repo.repo_id not in wanted):
+            continue
+        yield repo, [(rev, _pin_for(pins, repo.repo_id, rev.commit_hash, rev.refs))
+                     for rev in sorted(repo.revisions, key=lambda r: r.commit_hash)]
+
+
+def cache_ls(cache_dir: str | Path | None = None) -> list[dict]:
+    """Every cached model revision, named by the registry checkpoint it holds when it holds one."""
+    return [{"name": pin[0] if pin else None, "repo": repo.repo_id, "revision": rev.commit_hash,
+             "refs": sorted(rev.refs), "files": rev.nb_files, "size": rev.size_on_disk,
+             "path": str(rev.snapshot_path)}
+            for repo, revisions in _cached_repos(cache_dir) for rev, pin in revisions]
+
+
+def _select(name: str | None) -> set[str] | None:
+    """Repo ids a cache command applies to: a model name (all its checkpoints), `name.tag`, or
+    a repo id. None means all."""
+    if name is None:
+        return None
+    if "/" in name:
+        return {name}
+    import zoo.registry as registry
+
+    reg = registry.load_registry()
+    model, _, tag = name.partition(".")
+    if model not in reg.models:
+        raise UnknownNameError("model", name, registry.all_names(reg))
+    entry = reg.models[model]
+    if tag and tag not in entry.checkpoints:
+        raise UnknownNameError(f"checkpoint tag of '{model}'", tag, list(entry.checkpoints))
+    cks = [entry.checkpoints[tag]] if tag else list(entry.checkpoints.values())
+    return {ck.repo for ck in cks}
+
+
+def cache_verify(name: str | None = None, cache_dir: str | Path | None = None) -> list[dict]:
+    """sha256 of every cached file against the registry pin.
+
+    One row per file: status `ok`, `mismatch` (expected/actual given), `missing` (pinned, not
+    cached), or for revisions the registry does not pin: `ok`/`mismatch` against the blob's own
+    name when that is a sha256 (LFS files), else `unpinned`. Also `partial` rows for temp files
+    of interrupted downloads."""
+    rows = []
+    for repo, revisions in _cached_repos(cache_dir, _select(name)):
+        for rev, pin in revisions:
+            label = pin[0] if pin else None
+            pinned_files = pin[1] if pin else {}
+            seen = set()
+            for f in sorted(rev.files, key=lambda f: f.file_name):
+                rel = f.file_path.relative_to(rev.snapshot_path).as_posix()
+                seen.add(rel)
+                row = {"name": label, "repo": repo.repo_id, "revision": rev.commit_hash, "file": rel}
+                if not f.blob_path.is_file():
+                    rows.append({**row, "status": "missing", "expected": pinned_files.get(rel)})
+                    continue
+                actual = sha256_file(f.blob_path)
+                expected = pinned_files.get(rel)
+                if expected is None and re.fullmatch(r"[0-9a-f]{64}", f.blob_path.name):
+                    expected = f.blob_path.name  # an LFS blob is named by its sha256
+                if expected is None:
+                    rows.append({**row, "status": "unpinned", "actual": actual})
+                else:
+                    rows.append({**row, "status": "ok" if actual == expected else "mismatch",
+                                 "expected": expected, "actual": actual})
+            for rel in sorted(set(pinned_files) - seen):
+                rows.append({"name": label, "repo": repo.repo_id, "revision": rev.commit_hash,
+                             "file": rel, "status": "missing", "expected": pinned_files[rel]})
+        for blob in sorted((repo.repo_path / "blobs").glob("*.incomplete")):
+            rows.append({"name": None, "repo": repo.repo_id, "revision": None, "file": blob.name,
+                         "status": "partial"})
+    return rows
+
+
+def cache_check(rows: list[dict]) -> None:
+    """Raise when `cache_verify` rows hold a mismatch: `zoo cache verify` exits 1 on it."""
+    bad = [r for r in rows if r["status"] == "mismatch"]
+    if bad:
+        raise HubError(f"{len(bad)} cached file(s) do not match their sha256 pin; "
+                       f"`zoo cache rm NAME` and pull again")
+
+
+def cache_rm(name: str, cache_dir: str | Path | None = None) -> dict:
+    """Delete every cached revision of the repos `name` selects (model, name.tag or repo id)."""
+    wanted = _select(name)
+    scan = _scan(Path(cache_dir) if cache_dir else None)
+    hashes, removed = [], []
+    if scan is not None:
+        for repo in scan.repos:
+            if repo.repo_type == "model" and repo.repo_id in wanted:
+                for rev in repo.revisions:
+                    hashes.append(rev.commit_hash)
+                    removed.append({"repo": repo.repo_id, "revision": rev.commit_hash})
+    if not hashes:
+        return {"removed": [], "freed": 0}
+    strategy = scan.delete_revisions(*hashes)
+    strategy.execute()
+    return {"removed": removed, "freed": strategy.expected_freed_size}

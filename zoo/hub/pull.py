@@ -1,0 +1,256 @@
+"""Pull: a checkpoint's files from the first source that holds them all, each checked against its
+sha256 pin in the registry.
+
+Trust comes from the registry, not from the source: huggingface_hub itself only checks sizes, so
+every file is hashed here. A file that does not match is fetched once more and otherwise refused
+(and evicted from the cache), so any mirror is as good as the origin.
+
+huggingface_hub is imported inside the functions: `HF_ENDPOINT`, `HF_HUB_OFFLINE` and
+`HF_HUB_CACHE` are read when it is first imported."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from zoo._io import sha256_file
+from zoo.errors import CheckpointError, HubError
+from zoo.hub.cache import hf_cache_dir, offline, repo_folder
+from zoo.hub.sources import check_repo_id, is_url, sources
+
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class _Mismatch(HubError):
+    """A file whose sha256 is not the registry pin (after the one re-fetch)."""
+
+
+def _mismatch(repo: str, revision: str, name: str, want: str, got: str, where: str) -> _Mismatch:
+    return _Mismatch(f"{repo}@{revision[:12]}: '{name}' from {where} has sha256 {got}, the registry "
+                     f"pins {want}; refused")
+
+
+def _pull_folder(root: Path, repo: str, revision: str, files: dict[str, str]) -> Path:
+    """Verify in place: a folder hub holds the files as they are."""
+    folder = root / repo
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist")
+    missing = [n for n in files if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
+    for name, want in files.items():
+        got = sha256_file(folder / name)
+        if got != want:
+            raise _mismatch(repo, revision, name, want, got, str(folder))
+    return folder
+
+
+@contextlib.contextmanager
+def _repo_lock(cache_dir: Path, repo: str) -> Iterator[None]:
+    """One zoo process at a time verifies and repairs a repo's cache entry. huggingface_hub keeps
+    its own per-blob locks in the same folder; this name is distinct, so the two never deadlock."""
+    from filelock import FileLock
+    from huggingface_hub.file_download import repo_folder_name
+
+    lock = cache_dir / ".locks" / repo_folder_name(repo_id=repo, repo_type="model") / "zoo-pull.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        yield
+
+
+def _evict(pointer: Path, blobs: Path) -> None:
+    """Forget a cached file: the blob AND the snapshot link. Deleting only the blob leaves the
+    link, and `force_download` does not re-point an existing link when the ETag changes.
+    Only a blob inside this repo's `blobs/` is deleted, whatever the link points to."""
+    blob = Path(os.path.realpath(pointer))
+    targets = [pointer] + ([blob] if blob.parent == Path(os.path.realpath(blobs)) else [])
+    for path in targets:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _clean_stale_partials(cache_dir: Path, repo: str) -> None:
+    """Remove temp files of downloads that died (killed process, power loss). A partial file is
+    stale when nobody holds huggingface_hub's lock on its blob."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub.file_download import repo_folder_name
+
+    blobs = repo_folder(cache_dir, repo) / "blobs"
+    if not blobs.is_dir():
+        return
+    locks = cache_dir / ".locks" / repo_folder_name(repo_id=repo, repo_type="model")
+    for partial in blobs.glob("*.incomplete"):
+        etag = partial.name.split(".")[0]
+        lock = FileLock(str(locks / f"{etag}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # a download is running right now
+        try:
+            partial.unlink(missing_ok=True)
+        finally:
+            lock.release()
+
+
+def _silent_tqdm():
+    from huggingface_hub.utils import tqdm
+
+    class Silent(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Silent
+
+
+def _why_not_found(endpoint: str, repo: str, revision: str, name: str) -> str:
+    """Tell a missing repo, a missing revision and a missing file apart. Mirrors differ in how
+    they answer (olah says 401 "repo not found" for an unknown branch), so ask: refs, then paths."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint)
+    try:
+        refs = api.list_repo_refs(repo)
+    except Exception:  # noqa: BLE001 - any failure here means the repo is not reachable as such
+        return f"repo '{repo}' not found at {endpoint} (or it is private or gated)"
+    known = ", ".join([b.name for b in refs.branches] + [t.name for t in refs.tags]) or "no refs"
+    try:
+        infos = api.get_paths_info(repo, [name], revision=revision)
+    except Exception:  # noqa: BLE001
+        return f"revision '{revision}' not found in '{repo}' at {endpoint} (it has {known})"
+    if not infos:
+        return f"'{name}' not found in {repo}@{revision[:12]} at {endpoint}"
+    return f"{endpoint} refused {repo}@{revision[:12]} '{name}'"
+
+
+def _explain_http(exc: Exception, endpoint: str, repo: str, revision: str, name: str) -> str:
+    """One line for what huggingface_hub raised."""
+    from huggingface_hub import errors as hf
+
+    # LocalEntryNotFoundError (not cached, server unreachable) is an EntryNotFoundError too
+    if isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError)):
+        return _why_not_found(endpoint, repo, revision, name)
+    if isinstance(exc, hf.OfflineModeIsEnabled) or (isinstance(exc, hf.LocalEntryNotFoundError)
+                                                     and offline()):
+        return f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} '{name}' is not in the cache"
+    if isinstance(exc, hf.LocalEntryNotFoundError):
+        return f"cannot reach {endpoint} and {repo}@{revision[:12]} '{name}' is not in the cache"
+    if isinstance(exc, hf.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        return f"{endpoint} answered HTTP {status} for {repo}@{revision[:12]} '{name}'"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"download of {repo}@{revision[:12]} '{name}' from {endpoint} failed: {text}"
+
+
+def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], progress: bool,
+              cache_dir: Path) -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    pinned = bool(COMMIT_SHA.match(revision))
+    offline = offline()
+    tqdm_class = None if progress else _silent_tqdm()
+    blobs = repo_folder(cache_dir, repo) / "blobs"
+    root: Path | None = None
+
+    def located(pointer: str, name: str) -> Path:
+        path = Path(pointer)
+        return path.parents[len(Path(name).parts) - 1]
+
+    def download(name: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo, name, revision=revision, endpoint=endpoint,
+                                        cache_dir=str(cache_dir), tqdm_class=tqdm_class))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+            from huggingface_hub import errors as hf
+            notfound = isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError,
+                                        hf.RemoteEntryNotFoundError))
+            message = _explain_http(exc, endpoint, repo, revision, name)
+            raise (FileNotFoundError(message) if notfound else HubError(message)) from None
+
+    with _repo_lock(cache_dir, repo):
+        todo = []
+        for name, want in files.items():
+            cached = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir), revision=revision) \
+                if (pinned or offline) else None
+            if isinstance(cached, str) and os.path.isfile(cached):
+                if sha256_file(cached) == want:
+                    root = located(cached, name)
+                    continue
+                _evict(Path(cached), blobs)  # tampered or rotted in the cache: fetch again
+            todo.append(name)
+        if todo and offline:
+            raise HubError(f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} is not fully in the "
+                           f"cache (missing {', '.join(todo)}); pull it once online")
+        for name in todo:
+            want = files[name]
+            path = download(name)
+            got = sha256_file(path)
+            if got != want:
+                _evict(path, blobs)
+                path = download(name)  # the one re-fetch
+                got = sha256_file(path)
+                if got != want:
+                    _evict(path, blobs)  # nothing unverified stays in the cache
+                    raise _mismatch(repo, revision, name, want, got, endpoint)
+            root = located(str(path), name)
+        _clean_stale_partials(cache_dir, repo)
+    assert root is not None
+    return root
+
+
+def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = None,
+         progress: bool = True, cache_dir: str | Path | None = None) -> Path:
+    """A local directory holding `files`, each checked against its sha256 pin.
+
+    Sources are tried in order (see `sources`); the first that holds every file with the right
+    hash wins. URL sources download into the standard Hugging Face cache (a pinned revision
+    already there costs no request); folder sources are verified in place."""
+    check_repo_id(repo)
+    if not files:
+        raise HubError(f"{repo}: the registry pins no files for this checkpoint")
+    cache = Path(cache_dir) if cache_dir else hf_cache_dir()
+    reasons, mismatch = [], None
+    for source in sources(hub):
+        try:
+            if is_url(source):
+                return _pull_url(source, repo, revision, files, progress, cache)
+            return _pull_folder(Path(source), repo, revision, files)
+        except _Mismatch as err:
+            mismatch = mismatch or err
+            reasons.append(str(err))
+        except (FileNotFoundError, HubError) as err:
+            reasons.append(str(err))
+    if mismatch is not None:
+        raise HubError(str(mismatch))
+    if len(reasons) == 1:
+        raise HubError(reasons[0])
+    raise HubError(f"{repo}@{revision[:12]} is in none of the sources: " + "; ".join(reasons))
+
+
+def _pinned(name: str):
+    """(name.tag, the registry's Checkpoint) for `name` or `name.tag` (the default tag for a bare name)."""
+    import zoo.registry as registry
+
+    model, entry, tag = registry.resolve(name)
+    if tag is None:
+        why = entry.weights_note or "none has been trained or converted yet"
+        raise CheckpointError(f"model '{model}' has no checkpoint to pull: {why}")
+    return f"{model}.{tag}", entry.checkpoints[tag]
+
+
+def pull_model(name: str, *, hub: str | None = None, progress: bool = True) -> Path:
+    """The local folder of the checkpoint `name` or `name.tag` names in the registry (the default
+    tag for a bare name), every file verified against its pin."""
+    _, ck = _pinned(name)
+    return pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress)
+
+
+def pull_checkpoint(name: str, *, hub: str | None = None, progress: bool = True) -> dict:
+    """`zoo pull NAME`: pull_model, reported as {name, repo, revision, path, files, verified}."""
+    full, ck = _pinned(name)
+    folder = pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress)
+    return {"name": full, "repo": ck.repo, "revision": ck.revision, "path": str(folder),
+            "files": dict(ck.files), "verified": "sha256"}
