@@ -91,7 +91,7 @@ class Run:
         return float(loss.detach())
 
     def evaluate(self, step: int, task, windows) -> float:
-        loss = task.evaluate(self.model, windows, {"batch_size": 64})["loss"]
+        loss = task.evaluate(self.model, windows, {"batch_size": 64, "progress": False})["loss"]
         self.curve.append((step, loss))
         return loss
 
@@ -101,18 +101,16 @@ def main(argv=None) -> dict:
     import torch
     from torch.utils.data import Subset
 
-    from zoo.registry import load_registry
     from zoo.tasks.language_model import LanguageModelTask
 
     torch.set_num_threads(args.threads)
     task = LanguageModelTask()
-    config = dict(load_registry().models[args.baseline].config)
-    train = task.load_dataset("shakespeare", "train", None, config, {})
-    val = task.load_dataset("shakespeare", "val", None, config, {})
+    runs = [Run(args.baseline, args, task), Run(args.noble, args, task)]
+    train = task.load_dataset("shakespeare", "train", None, runs[0].model, {})
+    val = task.load_dataset("shakespeare", "val", None, runs[0].model, {})
     stride = max(1, len(val) // args.eval_windows)
     val_windows = Subset(val, list(range(0, len(val), stride))[:args.eval_windows])
 
-    runs = [Run(args.baseline, args, task), Run(args.noble, args, task)]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
     per_epoch = len(train) // args.batch_size
     wall0 = time.perf_counter()

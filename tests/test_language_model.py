@@ -1,12 +1,11 @@
 """The language-model task: text files, windows, metrics, sampling, the Shakespeare split, bad input."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from tests.conftest import run_zoo
 from zoo.errors import ConfigError, DataError
 from zoo.models import gpt as G
 from zoo.tasks.language_model import LanguageModelTask, TextWindows, decode, encode, read_text_file
@@ -59,20 +58,63 @@ def test_file_dataset_splits_and_context_limit(tmp_path):
     text = ("the quick brown fox jumps over the lazy dog.\n" * 40)
     path.write_text(text)
     task = LanguageModelTask()
-    train = task.load_dataset("text", "train", str(path), _config(), {})
-    test = task.load_dataset("text", "test", str(path), _config(), {})
-    everything = task.load_dataset("text", "all", str(path), _config(), {})
+    model = G.gpt(**TINY)
+    train = task.load_dataset("text", "train", str(path), model, {})
+    test = task.load_dataset("text", "test", str(path), model, {})
+    everything = task.load_dataset("text", "all", str(path), model, {})
     cut = int(len(text) * 0.9)
     assert train.ids.numel() == cut and test.ids.numel() == len(text) - cut
     assert everything.ids.numel() == len(text)
     assert train[0].numel() == 33
-    assert task.load_dataset("text", "train", str(path), _config(), {"seq_len": 8})[0].numel() == 9
+    assert task.load_dataset("text", "train", str(path), model, {"seq_len": 8})[0].numel() == 9
     with pytest.raises(ConfigError, match="longer than the model's context of 32"):
-        task.load_dataset("text", "train", str(path), _config(), {"seq_len": 64})
+        task.load_dataset("text", "train", str(path), model, {"seq_len": 64})
     with pytest.raises(DataError, match="outside the model's vocabulary"):
-        task.load_dataset("text", "train", str(path), _config(vocab="abc\n "), {})
+        task.load_dataset("text", "train", str(path), G.gpt(**_config(vocab="abc\n ")), {})
+    no_tokenizer = G.gpt(**{k: v for k, v in TINY.items() if k != "vocab"}, vocab_size=50)
     with pytest.raises(ConfigError, match="no character vocabulary"):
-        task.load_dataset("text", "train", str(path), {"vocab_size": 50304}, {})
+        task.load_dataset("text", "train", str(path), no_tokenizer, {})
+    with pytest.raises(DataError, match="give it with --data PATH"):
+        task.load_dataset("text", "train", None, model, {})
+
+
+def test_models_implement_the_task_protocol():
+    from zoo.tasks.language_model import LanguageModel
+
+    for extra in ({}, {"noble": {"rank": 4}}, {"versatile": {"num_experts": 4, "top_k": 2}}):
+        assert isinstance(G.gpt(**_config(**extra)), LanguageModel)
+    assert not isinstance(torch.nn.Linear(2, 2), LanguageModel)
+    assert LanguageModelTask.model_protocol is LanguageModel
+
+
+def test_options_declare_every_key_the_task_reads():
+    from zoo.options import validate
+
+    schema = LanguageModelTask.Options
+    got = validate({"max-new-tokens": "12", "temperature": "0", "top_k": 5, "progress": "false", "seq_len": 8},
+                   schema, "language models")
+    assert got == {"max_new_tokens": 12, "temperature": 0.0, "top_k": 5, "progress": False, "seq_len": 8}
+    with pytest.raises(ConfigError, match="did you mean 'temperature'"):
+        validate({"temprature": 1}, schema, "language models")
+    assert set(LanguageModelTask.metric_definitions) >= {"loss", "bpc", "perplexity", "tokens", "mean_loops"}
+
+
+def test_eval_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    import zoo.tasks.language_model as lm
+
+    model = G.gpt(**TINY)
+    data = TextWindows(encode("abc abc abc " * 40, VOCAB), 8)
+    monkeypatch.setattr(lm, "PROGRESS_EVERY_S", 0.0)
+    quiet = LanguageModelTask().evaluate(model, data, {"batch_size": 8, "progress": False})
+    assert capsys.readouterr().err == ""
+    loud = LanguageModelTask().evaluate(model, data, {"batch_size": 8})
+    lines = capsys.readouterr().err.strip().splitlines()
+    n = math.ceil(len(data) / 8)
+    assert len(lines) == n - 1 and lines[0].startswith(f"eval: 1/{n} (")
+    assert quiet == loud
+    monkeypatch.setattr(lm, "PROGRESS_EVERY_S", 3600.0)      # a quick loop on a log stays silent
+    LanguageModelTask().evaluate(model, data, {"batch_size": 8})
+    assert capsys.readouterr().err == ""
 
 
 def test_metrics_of_a_uniform_model_are_exact():
@@ -156,8 +198,7 @@ def test_shakespeare_split_by_work():
 def test_cli_bad_input_is_one_line(tmp_path):
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"\x00\x01\x02abc")
-    done = subprocess.run([sys.executable, "-m", "zoo.cli.main", "finetune", "gpt-mini", "--data", str(binary),
-                           "--steps", "1", "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    done = run_zoo("finetune", "gpt-mini", "--data", str(binary), "--steps", "1", "--out", str(tmp_path / "run"))
     assert done.returncode != 0
     lines = [ln for ln in (done.stdout + done.stderr).strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "binary" in lines[0], lines
@@ -175,7 +216,7 @@ def test_published_checkpoint_is_trained(name):
     model = zoo.create_model(name, pretrained=True)
     task = LanguageModelTask()
     entry = load_registry().models[name]
-    test = task.load_dataset("shakespeare", "test", None, entry.config, {})
+    test = task.load_dataset("shakespeare", "test", None, model, {})
     metrics = task.evaluate(model, Subset(test, range(0, len(test), len(test) // 16)[:16]), {})
     assert metrics["bpc"] < 3.0
     assert entry.checkpoints["shakespeare"].metrics["bpc"] < 3.0

@@ -133,6 +133,7 @@ class GPT(nn.Module):
 
     `vocab` (a string of characters) makes it a character-level model; the task encodes text with
     it and the checkpoint's config.json carries it. Paper sizes use `vocab_size` only.
+    Implements the language-model task's `LanguageModel` protocol.
     """
 
     def __init__(self, *, vocab: str | None = None, vocab_size: int | None = None, context_length: int = 128,
@@ -235,8 +236,14 @@ class GPT(nn.Module):
         return self.balance_loss_weight * torch.stack(losses).sum()
 
     def mean_loops(self) -> float | None:
+        """VersatileFFN's average loop count per token and layer in the last forward (None without it)."""
         loops = [m.last_mean_loops for m in self.modules() if isinstance(m, VersatileFFN) and m.last_mean_loops is not None]
         return float(torch.stack(loops).mean()) if loops else None
+
+    def token_stats(self) -> dict[str, float]:
+        """Per-token statistics of the last forward that the language-model task reports."""
+        loops = self.mean_loops()
+        return {} if loops is None else {"mean_loops": loops}
 
     def param_groups(self, lr: float, weight_decay: float | None = None) -> list[dict]:
         """Optimizer groups carrying NOBLE's learning-rate multipliers (plain groups otherwise)."""

