@@ -17,7 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from hubtools import tiny  # noqa: E402
 
-from zoo import hub  # noqa: E402
+import zoo.hub as hub  # noqa: E402
+from zoo._io import sha256_file  # noqa: E402
+from zoo.card import make_model_card  # noqa: E402
 from zoo.errors import CheckpointError, HubError  # noqa: E402
 
 
@@ -79,7 +81,7 @@ def test_folder_revision_is_the_commit_git_itself_makes(tmp_path):
         dst = work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if hub.is_lfs(name, path.stat().st_size):
-            dst.write_bytes(hub.lfs_pointer(hub.sha256_file(path), path.stat().st_size))
+            dst.write_bytes(hub.lfs_pointer(sha256_file(path), path.stat().st_size))
             lfs_names.append(name)
         else:
             shutil.copyfile(path, dst)
@@ -97,7 +99,7 @@ def test_folder_revision_is_the_commit_git_itself_makes(tmp_path):
     assert hub.build_git_repo(src, built) == by_git
     _git(built, "fsck", "--full", "--strict")
     assert _git(built, "rev-parse", "main") == by_git
-    oid = hub.sha256_file(src / "model.safetensors")
+    oid = sha256_file(src / "model.safetensors")
     assert (built / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid).read_bytes() == weights
 
 
@@ -133,7 +135,7 @@ def test_push_to_folder_then_pull_verifies_in_place(tmp_path, checkpoint):
     entry = pushed["entry"]
     assert sorted(os.listdir(dest)) == ["README.md", "config.json", "model.safetensors"]  # no pickle
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]  # no staging left
-    assert entry["files"] == {n: hub.sha256_file(dest / n) for n in os.listdir(dest)}
+    assert entry["files"] == {n: sha256_file(dest / n) for n in os.listdir(dest)}
     assert entry["revision"] == hub.folder_revision(dest)
     assert entry["made_by"].startswith("zoo finetune tiny-mlp")
     assert pushed["tag"] == "toy" and entry["metrics"] == {"rel_l2": 0.0123}
@@ -169,7 +171,7 @@ def test_folder_pull_refuses_a_tampered_file_naming_both_hashes(tmp_path, checkp
         hub.pull(entry["repo"], entry["revision"], entry["files"], hub=str(tmp_path / "hubdir"))
     message = str(err.value)
     assert "model.safetensors" in message and entry["files"]["model.safetensors"] in message
-    assert hub.sha256_file(weights) in message and "\n" not in message
+    assert sha256_file(weights) in message and "\n" not in message
 
 
 def test_pull_falls_back_to_the_next_source(tmp_path, checkpoint):
@@ -203,6 +205,28 @@ def test_pull_model_resolves_the_registry_pin(tmp_path, checkpoint, monkeypatch)
     assert all((model.state_dict()[k] == v).all() for k, v in saved.items())
 
 
+def test_pull_checkpoint_reports_what_zoo_pull_prints(tmp_path, checkpoint, monkeypatch):
+    pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(tmp_path / "hubdir"))
+    tiny.write_registry(os.environ["ZOO_REGISTRY"], {"toy": pushed["entry"]})
+    res = hub.pull_checkpoint("tiny-mlp", hub=str(tmp_path / "hubdir"), progress=False)
+    entry = pushed["entry"]
+    assert res == {"name": "tiny-mlp.toy", "repo": "zoo/tiny-mlp-toy", "revision": entry["revision"],
+                   "path": str(tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"), "files": entry["files"],
+                   "verified": "sha256"}
+    assert list(res) == ["name", "repo", "revision", "path", "files", "verified"]  # the --json key order
+    with pytest.raises(CheckpointError, match="has no checkpoint to pull"):
+        tiny.write_registry(os.environ["ZOO_REGISTRY"])
+        hub.pull_checkpoint("tiny-mlp", hub=str(tmp_path / "hubdir"))
+
+
+def test_cache_check_refuses_only_mismatches():
+    ok = {"status": "ok"}
+    hub.cache_check([])
+    hub.cache_check([ok, {"status": "missing"}, {"status": "unpinned"}, {"status": "partial"}])
+    with pytest.raises(HubError, match="2 cached file"):
+        hub.cache_check([ok, {"status": "mismatch"}, {"status": "mismatch"}])
+
+
 def test_push_needs_a_checkpoint_folder(tmp_path, registry):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json is missing"):
@@ -220,7 +244,7 @@ def test_model_card_marks_ours_and_the_papers_numbers(registry):
     meta = {"model": "tiny-mlp", "tag": "toy", "task": "operator", "dataset": "toy",
             "config": {"width": 8, "depth": 2}, "metrics": {"rel_l2": 0.0123}, "eval_data": "toy test split",
             "command": "zoo finetune tiny-mlp --dataset toy --out runs/toy", "license": "CC BY-NC-SA 4.0"}
-    card = ModelCard(str(hub.make_model_card(meta)))  # round trip through the text
+    card = ModelCard(str(make_model_card(meta)))  # round trip through the text
     data = card.data
     assert data.library_name == "zoo" and data.license == "cc-by-nc-sa-4.0"
     assert data.datasets == ["toy"] and {"zoo", "tiny", "operator"} <= set(data.tags)
@@ -237,7 +261,7 @@ def test_model_card_marks_ours_and_the_papers_numbers(registry):
 
 
 def test_model_card_unknown_licence_becomes_other(registry):
-    card = hub.make_model_card({"model": "tiny-mlp", "license": "Custom Research Licence", "metrics": {}})
+    card = make_model_card({"model": "tiny-mlp", "license": "Custom Research Licence", "metrics": {}})
     assert card.data.license == "other" and card.data.license_name == "custom-research-licence"
     assert card.data.eval_results is None
 
@@ -267,6 +291,46 @@ def test_project_hub_matches_the_registry_pins():
         assert set(ck.files) == set(hub.published_files(folder)), f"{name}: unpinned or missing files"
 
 
+# ---- layering: the hub and the checkpoint folder stay light and acyclic -----------------------------
+
+def test_hub_and_checkpoint_import_light_and_one_way():
+    code = ("import sys, zoo.checkpoint; assert 'zoo.hub' not in sys.modules, 'checkpoint imported the hub'; "
+            "import zoo.hub; heavy = {'torch', 'huggingface_hub', 'safetensors'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+
+
+def test_python_m_zoo_hub_revision_and_mirror(tmp_path, checkpoint):
+    hubdir = tmp_path / "hubdir"
+    pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(hubdir))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zoo.hub", *a], capture_output=True,  # noqa: E731
+                                    text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    done = run("revision", str(hubdir / "zoo" / "tiny-mlp-toy"))
+    assert done.returncode == 0 and done.stdout.strip() == pushed["entry"]["revision"], done.stderr
+    done = run("mirror", str(hubdir), str(tmp_path / "mirrors"))
+    assert done.stdout.split() == ["zoo/tiny-mlp-toy", pushed["entry"]["revision"]], done.stderr
+    ref = tmp_path / "mirrors" / "models" / "zoo" / "tiny-mlp-toy" / ".git" / "refs" / "heads" / "main"
+    assert ref.read_text().strip() == pushed["entry"]["revision"]
+
+
+def test_data_cache_helpers_keep_their_names_and_keys(tmp_path):
+    import hashlib
+
+    from zoo.data import atomic_save_npz, atomic_write_bytes, params_key
+
+    # cache file names of generated data must not change, or every cache is regenerated
+    blob = json.dumps({"n": 3, "seed": 0}, sort_keys=True, default=str).encode()
+    assert params_key(seed=0, n=3) == hashlib.sha256(blob).hexdigest()[:16]
+    atomic_write_bytes(tmp_path / "a" / "x.bin", b"abc")
+    assert (tmp_path / "a" / "x.bin").read_bytes() == b"abc"
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.bin"]  # no temp file left behind
+    import numpy as np
+    atomic_save_npz(tmp_path / "a" / "y.npz", v=np.arange(3))
+    assert np.load(tmp_path / "a" / "y.npz")["v"].tolist() == [0, 1, 2]
+
+
 # ---- the CLI verbs (in-process; errors are ZooErrors that cli/main.py prints as one line) ----------
 
 def test_cli_push_prints_the_registry_entry(tmp_path, checkpoint):
@@ -280,7 +344,29 @@ def test_cli_push_prints_the_registry_entry(tmp_path, checkpoint):
     snippet = yaml.safe_load(result.stdout)
     dest = tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"
     assert snippet["toy"]["revision"] == hub.folder_revision(dest)
-    assert snippet["toy"]["files"]["model.safetensors"] == hub.sha256_file(dest / "model.safetensors")
+    assert snippet["toy"]["files"]["model.safetensors"] == sha256_file(dest / "model.safetensors")
+
+
+def test_cli_pull_json_and_convert_json(tmp_path, checkpoint, monkeypatch):
+    from typer.testing import CliRunner
+
+    import zoo.api
+    from cli.main import app
+
+    pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(tmp_path / "hubdir"))
+    tiny.write_registry(os.environ["ZOO_REGISTRY"], {"toy": pushed["entry"]})
+    result = CliRunner().invoke(app, ["pull", "tiny-mlp.toy", "--hub", str(tmp_path / "hubdir"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == hub.pull_checkpoint("tiny-mlp.toy", hub=str(tmp_path / "hubdir"))
+
+    calls = []
+    monkeypatch.setattr(zoo.api, "convert", lambda name, src, out: calls.append((name, src, out)) or Path(out))
+    result = CliRunner().invoke(app, ["convert", "tiny-mlp", "--from", str(tmp_path / "o.pt"),
+                                      "--out", str(tmp_path / "conv"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"model": "tiny-mlp", "path": str(tmp_path / "conv"),
+                                         "from": str(tmp_path / "o.pt")}
+    assert calls == [("tiny-mlp", tmp_path / "o.pt", tmp_path / "conv")]
 
 
 def test_cli_errors_are_one_line(tmp_path, registry):

@@ -150,7 +150,7 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     pinned = bool(COMMIT_SHA.match(revision))
-    offline = offline()
+    no_network = offline()
     tqdm_class = None if progress else _silent_tqdm()
     blobs = repo_folder(cache_dir, repo) / "blobs"
     root: Path | None = None
@@ -174,14 +174,14 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
         todo = []
         for name, want in files.items():
             cached = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir), revision=revision) \
-                if (pinned or offline) else None
+                if (pinned or no_network) else None
             if isinstance(cached, str) and os.path.isfile(cached):
                 if sha256_file(cached) == want:
                     root = located(cached, name)
                     continue
                 _evict(Path(cached), blobs)  # tampered or rotted in the cache: fetch again
             todo.append(name)
-        if todo and offline:
+        if todo and no_network:
             raise HubError(f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} is not fully in the "
                            f"cache (missing {', '.join(todo)}); pull it once online")
         for name in todo:
