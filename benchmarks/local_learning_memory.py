@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zoo import registry  # noqa: E402
-from zoo.bench import peak_memory_mb  # noqa: E402
-from zoo.local_learning import training_method  # noqa: E402
+from zoo.verbs.bench import peak_memory_mb  # noqa: E402
+from zoo.layers.local_learning import training_method  # noqa: E402
 from zoo.models.resnet_cifar import resnet_cifar  # noqa: E402
 from zoo.tasks.classification import ClassificationTask  # noqa: E402
 
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     peaks = {m: [] for m in runs}
     for _ in range(args.memory_repeats):     # after the accuracy is taken: these steps also train
         for method, run in runs.items():
-            peaks[method].append(peak_memory_mb(lambda: step(run, batches[0])))
+            peaks[method].append(peak_memory_mb(lambda: step(run, batches[0]), device))
 
     timed = lambda r: r["times"][1:] or r["times"]  # noqa: E731  (the first step warms up allocators)
     bp_mem = statistics.median(peaks["bp"])

