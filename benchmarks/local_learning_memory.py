@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo import registry  # noqa: E402
+import zoo.registry as registry  # noqa: E402
 from zoo.verbs.bench import peak_memory_mb  # noqa: E402
 from zoo.layers.local_learning import training_method  # noqa: E402
 from zoo.models.resnet_cifar import resnet_cifar  # noqa: E402
@@ -66,9 +66,9 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task = ClassificationTask()
     methods = RECIPES[args.depth]
-    _, cfg = build(methods["bp"], args.dataset)
-    train = task.load_dataset(args.dataset, "train", args.data, cfg, {"augment": False})
-    test = task.load_dataset(args.dataset, "test", args.data, cfg, {"augment": False})
+    reference, _ = build(methods["bp"], args.dataset)
+    train = task.load_dataset(args.dataset, "train", args.data, reference, {"augment": False})
+    test = task.load_dataset(args.dataset, "test", args.data, reference, {"augment": False})
     if args.eval_subset:
         test = test.subset(args.eval_subset, seed=args.seed)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
