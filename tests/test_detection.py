@@ -14,9 +14,14 @@ from PIL import Image
 from torch import nn
 
 from zoo.data import coco
-from zoo.errors import DataError
+from zoo.errors import ConfigError, DataError
+from zoo.layers import yolov10_head
+from zoo.layers.yolov10_head import task_aligned_assign
+from zoo.options import combine, validate
 from zoo.tasks import detection
-from zoo.tasks.detection import DetectionDataset, DetectionTask, task_aligned_assign
+from zoo.tasks.detection import DetectionDataset, DetectionTask, DetectorModel
+
+AUGMENT_KEYS = detection.AUGMENT_DEFAULTS
 
 
 # ---- fixtures: tiny datasets on disk -----------------------------------------------------------
@@ -63,8 +68,18 @@ def test_coco_reader(tmp_path):
     assert rec.classes[1].tolist() == [0]
     gt = rec.coco_ground_truth()
     assert gt["annotations"][0]["bbox"] == [20.0, 10.0, 30.0, 30.0] and gt["annotations"][0]["category_id"] == 7
-    # the test split falls back to val
-    assert coco.read_any(tmp_path, "test").image_ids == [10, 11]
+    assert rec.split == "val"
+    # the test split falls back to val, and says so
+    test = coco.read_any(tmp_path, "test")
+    assert test.image_ids == [10, 11] and test.split == "val"
+    ds = detection.make_dataset(test, "test", None, {})
+    assert (ds.split, ds.requested_split, len(ds)) == ("val", "test", 2)
+    with pytest.raises(DataError, match="no annotation json for split 'train' .have: instances_val.json"):
+        coco.read_any(tmp_path, "train")
+    # a bare json file is not a split of anything
+    assert coco.read_any(tmp_path / "annotations" / "instances_val.json", "test").split == "all"
+    assert len(detection.make_dataset(rec, "val", None, {"limit": 1})) == 1
+    assert rec.head(1).coco_ground_truth()["images"] == rec.coco_ground_truth()["images"][:1]
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -175,10 +190,27 @@ def test_augmentations_keep_boxes_on_their_objects(tmp_path):
 
 
 def test_example_input_honours_imgsz():
+    from zoo.models.mhaf_yolo import mhaf_yolo
     task = DetectionTask()
-    (x,) = task.example_input(None, {}, {"imgsz": 320})
+    model = mhaf_yolo("lite-n", num_classes=2)
+    (x,) = task.example_input(model, {"imgsz": 320})
     assert x.shape == (1, 3, 320, 320)
-    assert task.example_input(None, {}, {})[0].shape == (1, 3, 640, 640)
+    assert task.example_input(model, {"batch_size": 2})[0].shape == (2, 3, 640, 640)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        task.example_input(model, {"imgsz": 100})
+    batch = task.example_batch(model, {"imgsz": 64})
+    assert batch["images"].shape == (2, 3, 64, 64) and int(batch["cls"].max()) < 2
+
+
+def test_options_are_typed_and_fuse_has_one_spelling():
+    schema = combine(DetectionTask.Options)
+    assert validate({"conf": "0.5", "max-det": "10", "fuse": "false"}, schema, "eval") == \
+        {"conf": 0.5, "max_det": 10, "fuse": False}
+    with pytest.raises(ConfigError, match="unknown option 'no_fuse'.*'fuse'"):
+        validate({"no_fuse": True}, schema, "eval")
+    with pytest.raises(ConfigError, match="option 'conf'"):
+        validate({"conf": 2}, schema, "eval")
+    assert set(AUGMENT_KEYS) <= set(schema.model_fields)
 
 
 # ---- assigner and loss ---------------------------------------------------------------------------
@@ -232,7 +264,7 @@ def test_loss_equals_the_official_v8_detection_loss():
              "boxes": torch.cat((xy, (xy + wh).clamp(max=imgsz)), 1)}
     official = {10: (6.89548, 827.246, 4.62465), 1: (3.39734, 1222.04, 2.18493)}  # box, cls, dfl (gained)
     for topk, expected in official.items():
-        total, parts = detection.detection_loss(maps, batch, nc, topk)
+        total, parts = yolov10_head.detection_loss(maps, batch, nc, topk)
         np.testing.assert_allclose(parts.numpy(), expected, rtol=2e-5)
         assert total.item() == pytest.approx(sum(expected), rel=2e-5)
 
@@ -266,18 +298,28 @@ class _Oracle(nn.Module):
     """Returns given detections (letterboxed pixels) per image, in dataset order."""
 
     fused = True
+    stride = torch.tensor([8.0, 16.0, 32.0])
 
     def __init__(self, per_image: list[torch.Tensor], num_classes: int, names=None):
         super().__init__()
         self.per_image, self.num_classes, self.calls = per_image, num_classes, 0
-        self.class_names = names
+        self.class_names = names or [str(i) for i in range(num_classes)]
 
-    def forward(self, images):
+    def detect(self, images):
         out = []
         for _ in range(images.shape[0]):
             out.append(self.per_image[self.calls % len(self.per_image)])
             self.calls += 1
         return torch.stack(out)
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+    def example_input(self, batch, imgsz):
+        return torch.zeros(batch, 3, imgsz, imgsz)
+
+    def fuse(self):
+        return self
 
 
 def _oracle_for(ds: DetectionDataset, shift: float = 0.0) -> _Oracle:
@@ -294,10 +336,15 @@ def _oracle_for(ds: DetectionDataset, shift: float = 0.0) -> _Oracle:
 def test_evaluate_scores_perfect_and_wrong_boxes(tmp_path):
     task = DetectionTask()
     ds = DetectionDataset(coco.read_any(_coco_folder(tmp_path), "val"), imgsz=128)
-    assert task.evaluate(_oracle_for(ds), ds, {})["mAP50-95"] == pytest.approx(1.0)
+    assert isinstance(_oracle_for(ds), DetectorModel)
+    perfect = task.evaluate(_oracle_for(ds), ds, {})
+    assert perfect["mAP50-95"] == pytest.approx(1.0)
+    # counts are integers: how many images the numbers came from, how many detections were scored
+    assert perfect["images"] == 2 and type(perfect["images"]) is int and perfect["detections"] == 2
+    assert set(perfect) <= set(task.metric_definitions)
     far = task.evaluate(_oracle_for(ds, shift=30.0), ds, {})
     assert far["mAP50"] == 0.0 and far["mAP50-95"] == 0.0
-    with pytest.raises(DataError, match="2 classes but the model predicts 1"):
+    with pytest.raises(DataError, match=r"has 2 classes \(three, seven\) but the model predicts 1"):
         task.evaluate(_Oracle([torch.zeros(3, 6)], 1), ds, {})
 
 
@@ -317,6 +364,51 @@ def test_predict_draws_boxes(tmp_path):
     bad.write_bytes(b"\x89PNG but not really")
     with pytest.raises(DataError, match="bad.png: not an image"):
         task.predict(_Oracle([det], 2), str(bad), None, None, {})
+
+
+def test_nms_option_removes_near_duplicates_and_max_det_caps(tmp_path):
+    task = DetectionTask()
+    img = tmp_path / "a.png"
+    _square_image(img, size=(64, 64))
+    det = torch.tensor([[10.0, 10.0, 40.0, 40.0, 0.9, 0.0], [11.0, 10.0, 41.0, 40.0, 0.8, 0.0],   # IoU 0.94
+                        [11.0, 10.0, 41.0, 40.0, 0.7, 1.0], [50.0, 50.0, 60.0, 60.0, 0.6, 0.0]])
+    plain = task.predict(_Oracle([det], 2), str(img), None, None, {"imgsz": 64})
+    assert [d["score"] for d in plain["detections"]] == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    kept = task.predict(_Oracle([det], 2), str(img), None, None, {"imgsz": 64, "nms": True})
+    # the same-class duplicate goes, the other class at the same place stays
+    assert [d["score"] for d in kept["detections"]] == pytest.approx([0.9, 0.7, 0.6])
+    loose = task.predict(_Oracle([det], 2), str(img), None, None, {"imgsz": 64, "nms": True, "iou": 0.95})
+    assert len(loose["detections"]) == 4
+    capped = task.predict(_Oracle([det], 2), str(img), None, None, {"imgsz": 64, "max_det": 2, "conf": 0.0})
+    assert len(capped["detections"]) == 2
+    with pytest.raises(DataError, match="is a folder"):
+        task.predict(_Oracle([det], 2), str(tmp_path), None, None, {})
+
+
+def test_inference_runs_the_fused_copy_unless_fuse_is_false():
+    from zoo.models.mhaf_yolo import mhaf_yolo
+    model = mhaf_yolo("lite-n", num_classes=2)
+    deploy = detection._deploy_copy(model, {})
+    assert deploy is not model and deploy.fused and not model.fused
+    assert detection._deploy_copy(model, {"fuse": False}) is model
+    assert detection._deploy_copy(deploy, {}) is deploy
+
+
+def test_detection_files_import_in_one_direction():
+    """Models and layers import no task and no data module; the task imports no concrete model."""
+    import ast
+    root = Path(__file__).resolve().parent.parent / "zoo"
+    rules = {"models/mhaf_yolo.py": ("zoo.tasks", "zoo.data", "zoo.api"),
+             "layers/yolov10_head.py": ("zoo.tasks", "zoo.data", "zoo.models", "zoo.api"),
+             "tasks/detection.py": ("zoo.models", "zoo.api")}
+    for file, banned in rules.items():
+        names = []
+        for node in ast.walk(ast.parse((root / file).read_text())):
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names.append(node.module or "")
+        assert names and not [n for n in names if n == "zoo" or n.startswith(banned)], file
 
 
 # ---- datasets -----------------------------------------------------------------------------------
@@ -383,5 +475,7 @@ def test_trees_dataset_from_the_wheel():
             if t["source"] == v["source"]:
                 (a0, b0, a1, b1), (c0, d0, c1, d1) = v["window"], t["window"]
                 assert a1 <= c0 or c1 <= a0 or b1 <= d0 or d1 <= b0  # windows do not intersect
-    ds = DetectionTask().load_dataset("trees", "val", None, {"num_classes": 1}, {})
+    ds = DetectionTask().load_dataset("trees", "val", None, None, {})
     assert ds.names == ["tree"] and ds[0]["image"].shape == (3, 640, 640)
+    test = DetectionTask().load_dataset("trees", "test", None, None, {})
+    assert (test.split, test.requested_split, len(test)) == ("val", "test", 5)

@@ -247,10 +247,31 @@ def test_one_to_one_head_sees_detached_features():
         model.fuse().train()(torch.rand(1, 3, 64, 64))
 
 
+def test_detect_is_the_eval_forward_and_loss_needs_training_mode():
+    torch.manual_seed(0)
+    model = mhaf_yolo("lite-n", num_classes=3)
+    x = model.example_input(2, 64)
+    assert x.shape == (2, 3, 64, 64) and torch.equal(x, model.example_input(2, 64))  # seeded
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        model.example_input(1, 48)
+    model.train()
+    batch = {"images": x, "batch_idx": torch.tensor([0, 1]), "cls": torch.tensor([2, 0]),
+             "boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0], [10.0, 20.0, 60.0, 50.0]])}
+    loss, logs = model.loss(batch)
+    assert loss.requires_grad and set(logs) == {"box", "cls", "dfl", "o2o_box", "o2o_cls", "o2o_dfl"}
+    model.eval()
+    with torch.no_grad():
+        dets = model.detect(x)
+        assert dets.shape == (2, 84, 6) and torch.equal(dets, model(x))  # 8x8 + 4x4 + 2x2 anchors
+        assert torch.equal(dets, model.head.postprocess(model.dense(x)))
+    with pytest.raises(ConfigError, match="model.train"):
+        model.loss(batch)
+
+
 # ---- our trained checkpoints (hub/) -------------------------------------------------------------
 def _tree_tiles(n: int = 2, imgsz: int = 640) -> torch.Tensor:
     from zoo.tasks.detection import DetectionTask
-    ds = DetectionTask().load_dataset("trees", "val", None, {"num_classes": 1}, {"imgsz": imgsz})
+    ds = DetectionTask().load_dataset("trees", "val", None, None, {"imgsz": imgsz})
     return torch.stack([ds[i]["image"] for i in range(n)]).float() / 255
 
 

@@ -8,24 +8,13 @@ field) raises DataError with one line naming the file."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from zoo.errors import DataError
 
-#: the 80 COCO detection classes in the order YOLO models index them
-COCO_NAMES = [
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
-    "scissors", "teddy bear", "hair drier", "toothbrush"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 #: a box may poke out of its image by this many pixels (rounding in the tools that wrote it)
 PIXEL_TOLERANCE = 1.0
@@ -45,9 +34,17 @@ class DetectionRecords:
     names: list[str] = field(default_factory=list)                 # class index -> name
     category_ids: list[int] = field(default_factory=list)          # class index -> COCO category id
     source: str = ""
+    #: the split these records really are ("train", "val", "test"), or "all" for a file or folder
+    #: that is not split; may differ from the split asked for (test falls back to val)
+    split: str = "all"
 
     def __len__(self):
         return len(self.files)
+
+    def head(self, n: int) -> "DetectionRecords":
+        """The first `n` images (and their objects); classes and split unchanged."""
+        per_image = ("files", "sizes", "image_ids", "boxes", "classes", "crowd", "areas")
+        return replace(self, **{k: getattr(self, k)[:n] for k in per_image})
 
     def add(self, file: Path, size, image_id: int, boxes, classes, crowd=None, areas=None):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -262,14 +259,23 @@ def read_yolo(image_dir: str | Path, label_dir: str | Path, names: list[str] | N
 # ---------------------------------------------------------------------------------------------
 # --data PATH: find the split in a folder of either format
 # ---------------------------------------------------------------------------------------------
-SPLIT_ALIASES = {"train": ("train", "train2017"), "val": ("val", "valid", "validation", "val2017"),
-                 "test": ("test", "test2017", "val", "valid", "validation", "val2017")}
+#: the folder/file names each split goes by
+SPLIT_NAMES = {"train": ("train", "train2017"), "val": ("val", "valid", "validation", "val2017"),
+               "test": ("test", "test2017")}
+#: where to look for a split, in order: a dataset without test annotations is evaluated on val
+SPLIT_ALIASES = {"train": SPLIT_NAMES["train"], "val": SPLIT_NAMES["val"],
+                 "test": SPLIT_NAMES["test"] + SPLIT_NAMES["val"]}
+
+
+def _split_named(alias: str) -> str:
+    return next((split for split, names in SPLIT_NAMES.items() if alias in names), alias)
 
 
 def read_any(path: str | Path, split: str) -> DetectionRecords:
     """`path` is a COCO json file, a COCO folder (`annotations/instances_<split>*.json`), or a YOLO
     folder (`images/<split>` + `labels/<split>`, or flat `images/` + `labels/`). The `test` split
-    falls back to `val` when a dataset has no test annotations."""
+    falls back to `val` when a dataset has no test annotations; the records' `split` says which
+    split was read ("all" for a single file or an unsplit folder)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -285,13 +291,17 @@ def read_any(path: str | Path, split: str) -> DetectionRecords:
             for j in jsons:
                 stem = j.stem.lower()
                 if stem in (alias, f"instances_{alias}") or stem.endswith(f"_{alias}"):
-                    return read_coco(j, _coco_image_root(path, alias))
+                    records = read_coco(j, _coco_image_root(path, alias))
+                    records.split = _split_named(alias)
+                    return records
         raise DataError(f"{ann_dir}: no annotation json for split '{split}' "
                         f"(have: {', '.join(j.name for j in jsons) or 'none'})")
     names = _yolo_names(path)
     for alias in aliases:
         if (path / "images" / alias).is_dir():
-            return read_yolo(path / "images" / alias, path / "labels" / alias, names)
+            records = read_yolo(path / "images" / alias, path / "labels" / alias, names)
+            records.split = _split_named(alias)
+            return records
     if (path / "images").is_dir():
         return read_yolo(path / "images", path / "labels", names)
     if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):

@@ -22,6 +22,9 @@ Outputs: in training mode `forward` returns {"one2many": maps, "one2one": maps} 
 of NMS (the one-to-many head is not run). `dense(x)` gives the one-to-one head before top-k,
 (B, 4 + nc, anchors) with xyxy pixel boxes and sigmoid scores. `fuse()` re-parameterises every
 branch and BatchNorm, deletes the one-to-many head and leaves the deploy graph of the README.
+For the detection task the model provides `detect`, `loss`, `example_input`, `num_classes`,
+`class_names`, `stride`, `fused` and `fuse` (the task's DetectorModel protocol); the head geometry
+and the loss live in zoo/layers/yolov10_head.py.
 """
 
 from __future__ import annotations
@@ -35,7 +38,19 @@ from torch import nn
 from zoo.errors import ConfigError, UnknownNameError
 from zoo.layers.conv import ConvBnAct, fuse_descendants
 from zoo.layers.rep import UniRepLKNetBlock
-from zoo.tasks.detection import REG_MAX, STRIDES, make_anchors
+from zoo.layers.yolov10_head import DFL, REG_MAX, STRIDES, decode, dual_assignment_loss, topk_select
+
+#: the 80 COCO detection classes in the order YOLO models index them (the official weights' labels)
+COCO_NAMES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush"]
 
 # ---------------------------------------------------------------------------------------------
 # The official YAMLs as data: (from, module, args). Channel args are YAML values before scaling.
@@ -318,22 +333,6 @@ class RepHMS(nn.Module):
         return self.conv2(torch.cat(outs, 1))
 
 
-class DFL(nn.Module):
-    """Distribution focal loss decoding: the expectation of a softmax over `bins` distance bins.
-    Kept as a fixed 1x1 conv (not trained) because official checkpoints store it."""
-
-    def __init__(self, bins: int = REG_MAX):
-        super().__init__()
-        self.bins = bins
-        self.conv = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1))
-
-    def forward(self, x):  # (B, 4 * bins, A) -> (B, 4, A)
-        b, _, a = x.shape
-        return self.conv(x.view(b, 4, self.bins, a).transpose(2, 1).softmax(1)).view(b, 4, a)
-
-
 class V10Detect(nn.Module):
     """YOLOv10 dual-assignment head with MHAF-YOLO's box branch. The one-to-one branches see
     detached features (so only the one-to-many loss trains the neck through them)."""
@@ -391,27 +390,11 @@ class V10Detect(nn.Module):
 
     def decode(self, maps):
         """Raw maps -> (B, 4 + nc, A): xyxy boxes in input pixels, sigmoid class scores."""
-        b = maps[0].shape[0]
-        x = torch.cat([m.view(b, self.no, -1) for m in maps], 2)
-        box, cls = x.split((4 * REG_MAX, self.nc), 1)
-        anchors, strides = make_anchors(maps, STRIDES)
-        dist = self.dfl(box)
-        lt, rb = dist.chunk(2, 1)
-        xyxy = torch.cat((anchors.T - lt, anchors.T + rb), 1) * strides.T
-        return torch.cat((xyxy, cls.sigmoid()), 1)
+        return decode(maps, self.nc, self.dfl, STRIDES)
 
     def postprocess(self, dense):
-        """NMS-free top-k of the official `v10postprocess`: keep the max_det anchors with the best
-        class score, then the max_det best (anchor, class) pairs among them -> (B, k, 6)."""
-        boxes, scores = dense.transpose(1, 2).split((4, self.nc), dim=-1)
-        k = min(self.max_det, boxes.shape[1])
-        _, index = scores.amax(-1).topk(k, dim=-1)
-        boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4))
-        scores = scores.gather(1, index.unsqueeze(-1).expand(-1, -1, self.nc))
-        scores, flat = scores.flatten(1).topk(k, dim=-1)
-        labels = flat % self.nc
-        boxes = boxes.gather(1, (flat // self.nc).unsqueeze(-1).expand(-1, -1, 4))
-        return torch.cat((boxes, scores.unsqueeze(-1), labels.unsqueeze(-1).to(boxes.dtype)), -1)
+        """NMS-free top-k over the one-to-one head -> (B, max_det, 6)."""
+        return topk_select(dense, self.nc, self.max_det)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +413,6 @@ class MHAFYOLO(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
         if class_names is None:
-            from zoo.data.coco import COCO_NAMES
             class_names = COCO_NAMES if num_classes == len(COCO_NAMES) else [str(i) for i in range(num_classes)]
         if len(class_names) != num_classes:
             raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
@@ -490,6 +472,27 @@ class MHAFYOLO(nn.Module):
     def dense(self, x):
         """One-to-one predictions before top-k: (B, 4 + nc, A), xyxy pixels + sigmoid scores."""
         return self.head.dense(self.features(x))
+
+    # ---- what the detection task asks of its models (zoo.tasks.detection.DetectorModel) ----
+    def detect(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, max_det, 6) NMS-free detections [x1, y1, x2, y2, score, label] in input pixels:
+        what `forward` returns in eval mode (call it in eval mode: BatchNorm statistics)."""
+        return self.head.postprocess(self.dense(images))
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """YOLOv10's dual-assignment loss of a training batch (`images` plus the objects'
+        `batch_idx`, `cls`, `boxes` in input pixels); runs the training forward (both heads)."""
+        if not self.training:
+            raise ConfigError("the detection loss needs the training forward: call model.train() first")
+        return dual_assignment_loss(self(batch["images"]), batch, self.num_classes)
+
+    def example_input(self, batch: int = 1, imgsz: int = 640) -> torch.Tensor:
+        """A seeded (batch, 3, imgsz, imgsz) image batch in [0, 1]; imgsz must be a multiple of the
+        largest stride (the maps of every level must tile the image)."""
+        largest = int(max(STRIDES))
+        if imgsz % largest or imgsz <= 0:
+            raise ConfigError(f"imgsz must be a positive multiple of {largest} (the largest stride), got {imgsz}")
+        return torch.rand(batch, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
 
     def export_model(self) -> nn.Module:
         """What `zoo export` writes: the one-to-one head's dense predictions, (B, 4 + nc, A) with

@@ -1,41 +1,96 @@
-"""Object detection: COCO-json / YOLO-txt data, letterbox + YOLO augmentations, the YOLOv10
-dual-assignment loss, NMS-free decoding, COCO mAP through faster-coco-eval, pictures of predictions.
+"""Object detection: COCO-json / YOLO-txt data, letterbox + YOLO augmentations, COCO mAP through
+faster-coco-eval, optional NMS, pictures of predictions.
 
-Models of this task (MHAF-YOLO so far) follow one output contract (REG_MAX, STRIDES and
-make_anchors below are its geometry): in training mode `forward`
-returns {"one2many": maps, "one2one": maps}, three raw (B, 4*16 + nc, H, W) maps at strides
-8/16/32 (DFL box bins then class logits); in eval mode it returns (B, k, 6) detections
-[x1, y1, x2, y2, score, label] in input pixels. Models carry `num_classes` and `class_names`.
+What the task needs from a model is the `DetectorModel` protocol below: `detect(images)` gives
+(B, k, 6) detections [x1, y1, x2, y2, score, label] in input pixels, `loss(batch)` the training
+loss, `example_input(batch, imgsz)` a seeded image batch, plus `num_classes`, `class_names`,
+`stride` (the output strides; images are a multiple of the largest), `fused` and `fuse()` (the
+deploy graph used for inference). The YOLOv10 head geometry and loss MHAF-YOLO uses live in
+zoo/layers/yolov10_head.py, beside the model.
 
 A batch is a dict: `images` (B, 3, S, S) float in [0, 1]; `batch_idx`, `cls` (N,) and `boxes`
 (N, 4) xyxy in input pixels for the N objects of the batch; `meta` per image (dataset index,
 resize ratio, padding, original size), which maps predictions back to the original image.
+
+Splits are named truthfully: a dataset without a test split (trees, shapes, most user folders) is
+evaluated on val when test is asked, and the dataset object's `split` says so; `evaluate` reports
+how many images its metrics came from.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
 from torch.utils.data import Dataset
 
-from zoo.errors import ConfigError, DataError, UnknownNameError
-from zoo.tasks.base import Task
+from zoo.data import coco
+from zoo.errors import ConfigError, DataError
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
 
 PAD_VALUE = 114  # the grey ultralytics letterboxes with
-REG_MAX = 16
-STRIDES = (8, 16, 32)
+DEFAULT_IMGSZ = 640
+#: score thresholds: evaluation keeps nearly everything (the official validator's 0.001, so the
+#: precision-recall curve is complete); predict shows confident boxes only
+EVAL_CONF, PREDICT_CONF = 0.001, 0.25
+#: detections per image: COCO's protocol scores the best 100; predict returns up to 300
+EVAL_MAX_DET, PREDICT_MAX_DET = 100, 300
 
 #: the official recipe's augmentation (ultralytics/cfg/default.yaml as used by MHAF-YOLO); each
 #: key can be overridden with `-o key=value`.
 AUGMENT_DEFAULTS = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "translate": 0.1, "scale": 0.9,
                     "fliplr": 0.5, "mosaic": 1.0}
-#: the official loss gains and task-aligned assigner settings
-LOSS_GAINS = {"box": 7.5, "cls": 0.5, "dfl": 1.5}
-TAL_ALPHA, TAL_BETA = 0.5, 6.0
+
+
+@runtime_checkable
+class DetectorModel(Protocol):
+    """What a detection model provides to the task."""
+
+    num_classes: int
+    class_names: list[str]
+    stride: torch.Tensor    # strides of the output levels; image sides are multiples of the largest
+    fused: bool             # True once `fuse()` has made the deploy graph
+
+    def detect(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, k, 6) detections [x1, y1, x2, y2, score, label] in input pixels, best first."""
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, logs) of a training batch (the model in training mode)."""
+
+    def example_input(self, batch: int, imgsz: int) -> torch.Tensor:
+        """A seeded (batch, 3, imgsz, imgsz) image batch in [0, 1]."""
+
+    def fuse(self) -> nn.Module:
+        """The deploy graph (same outputs), in place."""
+
+
+class DetectionOptions(TaskOptions):
+    imgsz: Optional[int] = Field(None, gt=0, description="square input size in pixels, a multiple of 32 "
+                                 f"(default {DEFAULT_IMGSZ}; 128 for shapes)")
+    conf: Optional[float] = Field(None, ge=0, le=1, description=f"score threshold (eval {EVAL_CONF}, "
+                                  f"the official validator's; predict {PREDICT_CONF})")
+    max_det: Optional[int] = Field(None, ge=1, description=f"detections kept per image (eval {EVAL_MAX_DET}, "
+                                   f"the COCO protocol; predict {PREDICT_MAX_DET})")
+    nms: bool = Field(False, description="class-wise NMS over the NMS-free detections: removes the near-duplicate "
+                      "boxes a one-to-one head can leave on crowded scenes")
+    iou: float = Field(0.7, gt=0, le=1, description="IoU above which nms drops the lower-scored box")
+    fuse: bool = Field(True, description="infer with the re-parameterised deploy graph (same outputs, faster)")
+    augment: bool = Field(True, description="training augmentation (mosaic, zoom/shift, HSV, flip); "
+                          "false: plain letterbox")
+    crop: Optional[int] = Field(None, gt=0, description="train on random crops of this size (a multiple of 32) "
+                                "of the augmented images: objects keep their evaluation scale")
+    hsv_h: float = Field(AUGMENT_DEFAULTS["hsv_h"], ge=0, description="hue gain (1 +- g)")
+    hsv_s: float = Field(AUGMENT_DEFAULTS["hsv_s"], ge=0, description="saturation gain (1 +- g)")
+    hsv_v: float = Field(AUGMENT_DEFAULTS["hsv_v"], ge=0, description="value gain (1 +- g)")
+    translate: float = Field(AUGMENT_DEFAULTS["translate"], ge=0, description="random shift, fraction of the image")
+    scale: float = Field(AUGMENT_DEFAULTS["scale"], ge=0, description="random zoom (1 +- scale)")
+    fliplr: float = Field(AUGMENT_DEFAULTS["fliplr"], ge=0, le=1, description="probability of a left-right flip")
+    mosaic: float = Field(AUGMENT_DEFAULTS["mosaic"], ge=0, le=1, description="probability of a 4-image mosaic")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,12 +162,16 @@ def hsv_jitter(img: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray
 class DetectionDataset(Dataset):
     """Records -> letterboxed (optionally augmented) training/eval items."""
 
-    def __init__(self, records, imgsz: int = 640, augment: dict | None = None, cache_images: bool | None = None,
-                 crop: int | None = None):
+    def __init__(self, records, imgsz: int = DEFAULT_IMGSZ, augment: dict | None = None,
+                 cache_images: bool | None = None, crop: int | None = None, multiple: int = 32,
+                 requested_split: str | None = None):
         for what, size in (("imgsz", imgsz), ("crop", crop or imgsz)):
-            if int(size) % 32 or int(size) <= 0:
-                raise ConfigError(f"{what} must be a positive multiple of 32 (the largest stride), got {size}")
+            if int(size) % multiple or int(size) <= 0:
+                raise ConfigError(f"{what} must be a positive multiple of {multiple} (the largest stride), got {size}")
         self.records, self.imgsz, self.augment = records, int(imgsz), augment
+        # the split really held (test falls back to val where a dataset has none), and the one asked for
+        self.split = records.split
+        self.requested_split = requested_split or records.split
         # training samples may be crops of the letterboxed image: objects keep the scale they have
         # at evaluation (imgsz) while a step costs what a crop-sized image costs
         self.crop = int(crop or imgsz)
@@ -216,124 +275,43 @@ def collate(items: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loss: YOLOv10's consistent dual assignment = a YOLOv8 loss with a task-aligned assigner taking
-# the top 10 anchors per object on the one-to-many head, plus the same with top 1 on one-to-one.
+# Datasets: name -> loader
 # ---------------------------------------------------------------------------------------------
-def ciou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Complete IoU of paired xyxy boxes (torchvision computes 1 - CIoU)."""
-    from torchvision.ops import complete_box_iou_loss
-    return 1 - complete_box_iou_loss(a, b, reduction="none", eps=1e-7)
+def make_dataset(records: coco.DetectionRecords, split: str, model, options: dict,
+                 default_imgsz: int = DEFAULT_IMGSZ) -> DetectionDataset:
+    """Records -> the task's dataset: letterboxed at `imgsz`, augmented for training, checked
+    against the model's classes (`model` may be None: no check)."""
+    if options.get("limit") is not None:
+        records = records.head(int(options["limit"]))
+    imgsz = int(options.get("imgsz") or default_imgsz)
+    augment, crop = None, None
+    if split == "train" and options.get("augment", True):
+        augment = {k: float(options.get(k, v)) for k, v in AUGMENT_DEFAULTS.items()}
+        crop = options.get("crop")
+    multiple = 32
+    if model is not None:
+        _check_classes(model, records.names)
+        multiple = int(max(model.stride))
+    return DetectionDataset(records, imgsz, augment, crop=crop, multiple=multiple, requested_split=split)
 
 
-def make_anchors(maps, strides=STRIDES, offset: float = 0.5):
-    """Grid-cell centres in grid units (A, 2) and the stride of each anchor (A, 1), level after
-    level, row-major: the anchor order of the flattened maps."""
-    points, stride_list = [], []
-    for m, s in zip(maps, strides):
-        h, w = m.shape[-2:]
-        sx = torch.arange(w, device=m.device, dtype=m.dtype) + offset
-        sy = torch.arange(h, device=m.device, dtype=m.dtype) + offset
-        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
-        points.append(torch.stack((xx, yy), -1).view(-1, 2))
-        stride_list.append(torch.full((h * w, 1), float(s), device=m.device, dtype=m.dtype))
-    return torch.cat(points), torch.cat(stride_list)
+def _trees(split: str, model, options: dict) -> DetectionDataset:
+    from zoo.data import trees
+    return make_dataset(coco.read_any(trees.prepare(), split), split, model, options)
 
 
-@torch.no_grad()
-def task_aligned_assign(scores, boxes, anchors, gt_cls, gt_boxes, gt_mask, topk: int,
-                        alpha: float = TAL_ALPHA, beta: float = TAL_BETA, eps: float = 1e-9):
-    """TOOD's task-aligned assignment, as YOLOv8/v10 use it.
-
-    scores (B, A, C) sigmoid, boxes (B, A, 4) xyxy pixels, anchors (A, 2) pixels, gt_cls (B, M),
-    gt_boxes (B, M, 4), gt_mask (B, M) bool. Alignment t = s^alpha * CIoU^beta for the object's
-    class; each object takes its `topk` best anchors whose centres lie inside it; an anchor claimed
-    by several objects keeps the one it overlaps most. Returns (target boxes (B, A, 4), target
-    scores (B, A, C) = one-hot scaled by t normalised per object to its best IoU, fg mask (B, A))."""
-    b, a, c = scores.shape
-    m = gt_boxes.shape[1]
-    if m == 0:
-        return boxes.new_zeros(b, a, 4), scores.new_zeros(b, a, c), torch.zeros(b, a, dtype=torch.bool,
-                                                                                  device=scores.device)
-    lt = anchors[None, None] - gt_boxes[:, :, None, :2]
-    rb = gt_boxes[:, :, None, 2:] - anchors[None, None]
-    inside = torch.cat((lt, rb), -1).amin(-1) > eps                                  # (B, M, A)
-    candidate = inside & gt_mask[:, :, None]
-    overlaps = torch.zeros(b, m, a, device=scores.device)
-    pairs = candidate.nonzero(as_tuple=True)
-    overlaps[pairs] = ciou(gt_boxes[pairs[0], pairs[1]], boxes[pairs[0], pairs[2]]).clamp(0).to(overlaps.dtype)
-    cls_scores = torch.zeros(b, m, a, device=scores.device)
-    cls_scores[pairs] = scores[pairs[0], pairs[2], gt_cls[pairs[0], pairs[1]]].to(cls_scores.dtype)
-    align = cls_scores.pow(alpha) * overlaps.pow(beta)                                # (B, M, A)
-    top = align.topk(min(topk, a), dim=-1).indices
-    chosen = torch.zeros_like(align, dtype=torch.bool).scatter_(-1, top, True)
-    positive = chosen & candidate
-    # an anchor claimed by several objects goes to the one it overlaps most
-    multi = positive.sum(1, keepdim=True) > 1
-    best = F.one_hot(overlaps.argmax(1), m).permute(0, 2, 1).bool()
-    positive = torch.where(multi, best & positive.any(1, keepdim=True), positive)
-    fg = positive.any(1)                                                              # (B, A)
-    gt_index = positive.float().argmax(1)                                             # (B, A)
-    batch = torch.arange(b, device=scores.device)[:, None]
-    target_boxes = gt_boxes[batch, gt_index]
-    target_cls = gt_cls[batch, gt_index]
-    align = align * positive
-    best_align = align.amax(-1, keepdim=True)
-    best_iou = (overlaps * positive).amax(-1, keepdim=True)
-    norm = (align * best_iou / (best_align + eps)).amax(1)                            # (B, A)
-    target_scores = F.one_hot(target_cls, c).float() * (norm * fg)[..., None]
-    return target_boxes, target_scores, fg
+def _shapes(split: str, model, options: dict) -> DetectionDataset:
+    from zoo.data import shapes
+    root = shapes.prepare(num_images=int(options.get("size") or 64), seed=int(options.get("data_seed", 0)))
+    return make_dataset(coco.read_any(root, split), split, model, options, default_imgsz=128)
 
 
-def detection_loss(maps, batch: dict, num_classes: int, topk: int):
-    """YOLOv8's loss on one head's raw maps: BCE on classes, CIoU + DFL on boxes of assigned
-    anchors, each normalised by the sum of target scores. Returns (weighted sum, (box, cls, dfl))."""
-    device = maps[0].device
-    bsz = maps[0].shape[0]
-    maps = [m.float() for m in maps]  # the loss in fp32 whatever precision the forward ran in
-    pred = torch.cat([m.flatten(2) for m in maps], 2).transpose(1, 2)                 # (B, A, 64 + C)
-    dist_logits, cls_logits = pred.split((4 * REG_MAX, num_classes), -1)
-    anchors, strides = make_anchors(maps)
-    proj = torch.arange(REG_MAX, device=device, dtype=pred.dtype)
-    dist = dist_logits.view(bsz, -1, 4, REG_MAX).softmax(-1) @ proj                     # (B, A, 4) grid units
-    pred_boxes = torch.cat((anchors - dist[..., :2], anchors + dist[..., 2:]), -1)      # xyxy grid units
-
-    counts = torch.bincount(batch["batch_idx"].to(device), minlength=bsz) if len(batch["cls"]) else \
-        torch.zeros(bsz, dtype=torch.long, device=device)
-    m = int(counts.max()) if len(counts) else 0
-    gt_boxes = torch.zeros(bsz, m, 4, device=device)
-    gt_cls = torch.zeros(bsz, m, dtype=torch.long, device=device)
-    gt_mask = torch.zeros(bsz, m, dtype=torch.bool, device=device)
-    if m:
-        idx = batch["batch_idx"].to(device)
-        order = torch.argsort(idx, stable=True)
-        slot = torch.arange(len(idx), device=device) - torch.cumsum(counts, 0)[idx[order]] + counts[idx[order]]
-        gt_boxes[idx[order], slot] = batch["boxes"].to(device)[order].float()
-        gt_cls[idx[order], slot] = batch["cls"].to(device)[order]
-        gt_mask[idx[order], slot] = True
-
-    target_boxes, target_scores, fg = task_aligned_assign(
-        cls_logits.detach().sigmoid(), (pred_boxes.detach() * strides).float(), anchors * strides,
-        gt_cls, gt_boxes, gt_mask, topk)
-    score_sum = target_scores.sum().clamp(min=1)
-    loss_cls = F.binary_cross_entropy_with_logits(cls_logits, target_scores.to(cls_logits.dtype),
-                                                  reduction="sum") / score_sum
-    if fg.any():
-        weight = target_scores.sum(-1)[fg]
-        target = target_boxes / strides
-        loss_box = ((1 - ciou(pred_boxes[fg], target[fg])) * weight).sum() / score_sum
-        # DFL: cross-entropy to the two bins around each target distance, linearly weighted
-        anchor_fg = anchors.expand(bsz, -1, -1)[fg]
-        ltrb = torch.cat((anchor_fg - target[fg][:, :2], target[fg][:, 2:] - anchor_fg), -1).clamp(0, REG_MAX - 1.01)
-        left = ltrb.long()
-        w_right = ltrb - left
-        logits = dist_logits[fg].view(-1, REG_MAX)
-        ce_left = F.cross_entropy(logits, left.view(-1), reduction="none").view(-1, 4)
-        ce_right = F.cross_entropy(logits, (left + 1).view(-1), reduction="none").view(-1, 4)
-        loss_dfl = (((1 - w_right) * ce_left + w_right * ce_right).mean(-1) * weight).sum() / score_sum
-    else:
-        loss_box = loss_dfl = cls_logits.sum() * 0
-    parts = torch.stack((loss_box * LOSS_GAINS["box"], loss_cls * LOSS_GAINS["cls"], loss_dfl * LOSS_GAINS["dfl"]))
-    return parts.sum(), parts.detach()
+def _check_classes(model, names: list[str]) -> None:
+    nc = int(model.num_classes)
+    if len(names) > nc:
+        raise DataError(f"the data has {len(names)} classes ({', '.join(names[:5])}"
+                        f"{', ...' if len(names) > 5 else ''}) but the model predicts {nc}; "
+                        f"build it with num_classes={len(names)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,63 +319,42 @@ def detection_loss(maps, batch: dict, num_classes: int, topk: int):
 # ---------------------------------------------------------------------------------------------
 class DetectionTask(Task):
     name = "detection"
-    datasets = {
-        "trees": "aerial tree crowns from the deepforest 2.1.0 wheel, 640 px tiles, 1 class; 17 train / 5 val tiles",
-        "shapes": "seeded synthetic squares/circles/triangles, 128 px, COCO format (for tests and smoke runs)",
+    DATASETS = {
+        "trees": DatasetEntry("aerial tree crowns from the deepforest 2.1.0 wheel, 640 px tiles, 1 class; "
+                              "17 train / 5 val tiles (no test split: test evaluates val)", _trees),
+        "shapes": DatasetEntry("seeded synthetic squares/circles/triangles, 128 px, COCO format, train/val "
+                               "(for tests and smoke runs)", _shapes),
     }
+    Options = DetectionOptions
+    model_protocol = DetectorModel
     default_batch_size = 8
     default_lr = 2e-3
     default_steps = 1000
     main_metric = "mAP50-95"
     lower_is_better = False
+    metric_definitions = {
+        "mAP50-95": "COCO box AP averaged over IoU 0.50:0.05:0.95 (101-point precision-recall, all areas, "
+                    "best max_det=100 detections per image; faster-coco-eval)",
+        "mAP50": "COCO box AP at IoU 0.50 (same protocol)",
+        "images": "number of images the metrics were computed on",
+        "detections": "detections above conf (0.001) given to the COCO evaluator",
+    }
 
     # ---- data ---------------------------------------------------------------------------------
-    def records(self, dataset: str | None, split: str, data_path: str | None, options: dict):
-        from zoo.data import coco
-        if data_path:
-            return coco.read_any(data_path, split)
-        if dataset == "trees":
-            from zoo.data import trees
-            return coco.read_any(trees.prepare(), split)
-        if dataset == "shapes":
-            from zoo.data import shapes
-            root = shapes.prepare(num_images=int(options.get("num_images", 64)), seed=int(options.get("data_seed", 0)))
-            return coco.read_any(root, split)
-        raise UnknownNameError("detection dataset", str(dataset), self.datasets)
-
-    def load_dataset(self, dataset, split, data_path, model_config, options):
-        records = self.records(dataset, split, data_path, options)
-        imgsz = int(options.get("imgsz") or (128 if dataset == "shapes" and not data_path else 640))
-        augment, crop = None, None
-        if split == "train" and options.get("augment", True):
-            augment = {k: float(options.get(k, v)) for k, v in AUGMENT_DEFAULTS.items()}
-            crop = options.get("crop")
-        nc = int(model_config.get("num_classes", 80))
-        if len(records.names) > nc:
-            raise DataError(f"the data has {len(records.names)} classes ({', '.join(records.names[:5])}"
-                            f"{', ...' if len(records.names) > 5 else ''}) but the model predicts {nc}; "
-                            f"build it with num_classes={len(records.names)}")
-        return DetectionDataset(records, imgsz, augment, crop=crop)
+    def read_data(self, path, dataset, split, model, options):
+        """A COCO json/folder or a YOLO folder (`zoo.data.coco.read_any`), read as the named sets are."""
+        return make_dataset(coco.read_any(path, split), split, model, options)
 
     def collate(self, items):
         return collate(items)
 
     # ---- training -----------------------------------------------------------------------------
     def loss(self, model, batch):
-        """Sum of the one-to-many (top-10) and one-to-one (top-1) losses. The official trainer
-        multiplies by the batch size for SGD; this is the per-image mean (AdamW does not care)."""
-        out = model(batch["images"])
-        if not isinstance(out, dict):
-            raise ConfigError("a detection model must return {'one2many', 'one2one'} maps in training mode")
-        nc = _num_classes(model)
-        many, parts_many = detection_loss(out["one2many"], batch, nc, topk=10)
-        one, parts_one = detection_loss(out["one2one"], batch, nc, topk=1)
-        logs = {"box": float(parts_many[0]), "cls": float(parts_many[1]), "dfl": float(parts_many[2]),
-                "o2o_box": float(parts_one[0]), "o2o_cls": float(parts_one[1]), "o2o_dfl": float(parts_one[2])}
-        return many + one, logs
+        """The model's own detection loss (for MHAF-YOLO: YOLOv10's dual assignment)."""
+        return model.loss(to_device(batch, device_of(model)))
 
-    def example_batch(self, model, model_config, options):
-        imgsz = int(options.get("imgsz") or 640)
+    def example_batch(self, model, options):
+        imgsz = int(options.get("imgsz") or DEFAULT_IMGSZ)
         bsz = int(options.get("batch_size") or 2)
         g = torch.Generator().manual_seed(0)
         n = 4 * bsz
@@ -405,69 +362,72 @@ class DetectionTask(Task):
         wh = torch.rand(n, 2, generator=g) * imgsz * 0.25 + 8
         return {"images": torch.rand(bsz, 3, imgsz, imgsz, generator=g),
                 "batch_idx": torch.arange(n) % bsz,
-                "cls": torch.randint(0, _num_classes(model), (n,), generator=g),
+                "cls": torch.randint(0, int(model.num_classes), (n,), generator=g),
                 "boxes": torch.cat((xy, (xy + wh).clamp(max=imgsz)), 1),
                 "meta": [{"index": i, "ratio": 1.0, "pad": (0, 0), "size": (imgsz, imgsz)} for i in range(bsz)]}
 
     # ---- inference ----------------------------------------------------------------------------
-    def example_input(self, model, model_config, options):
-        imgsz = int(options.get("imgsz") or 640)
-        if imgsz % 32:
-            raise ConfigError(f"imgsz must be a multiple of 32, got {imgsz}")
-        return (torch.rand(int(options.get("batch_size") or 1), 3, imgsz, imgsz,
-                           generator=torch.Generator().manual_seed(0)),)
+    def example_input(self, model, options):
+        return (model.example_input(int(options.get("batch_size") or 1), int(options.get("imgsz") or DEFAULT_IMGSZ)),)
 
     def detect(self, model, dataset: DetectionDataset, options: dict):
-        """Run the model over a dataset; yields (dataset index, (k, 6) detections in original pixels)."""
+        """Run the model over a dataset; yields (dataset index, (k, 6) detections in letterboxed
+        pixels on the CPU, meta). The model runs where it lives."""
         model = _deploy_copy(model, options)
+        device = device_of(model)
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         bsz = int(options.get("batch_size") or 8)
-        for start in range(0, len(dataset), bsz):
-            batch = collate([dataset[i] for i in range(start, min(start + bsz, len(dataset)))])
-            dets = model(batch["images"])
-            for det, meta in zip(dets, batch["meta"]):
-                yield meta["index"], to_original(det, meta)
+        with torch.no_grad():
+            for start in range(0, len(dataset), bsz):
+                batch = collate([dataset[i] for i in range(start, min(start + bsz, len(dataset)))])
+                dets = model.detect(batch["images"].to(device, dtype)).float().cpu()
+                for det, meta in zip(dets, batch["meta"]):
+                    yield meta["index"], det, meta
 
     def evaluate(self, model, dataset, options):
         """COCO box mAP@[.5:.95] and mAP@.5 with faster-coco-eval: the model's detections above
-        `conf` (0.001, as the official validator), COCO's protocol of the best `max_dets` (100)
-        per image."""
+        `conf` (0.001, as the official validator), COCO's protocol of the best `max_det` (100)
+        per image; `images` says how many images that was."""
         from faster_coco_eval import COCO, COCOeval_faster
         if not isinstance(dataset, DetectionDataset):
             raise DataError("detection evaluation needs a detection dataset")
-        self._check_classes(model, dataset)
-        conf = float(options.get("conf", 0.001))
+        _check_classes(model, dataset.names)
+        conf = float(options.get("conf", EVAL_CONF))
         records = dataset.records
         results = []
-        for i, det in self.detect(model, dataset, options):
+        for i, det, meta in self.detect(model, dataset, options):
             det = det[det[:, 4] > conf]
-            for x1, y1, x2, y2, score, label in det.tolist():
+            if options.get("nms"):
+                det = nms(det, float(options.get("iou", 0.7)))
+            for x1, y1, x2, y2, score, label in to_original(det, meta).tolist():
                 results.append({"image_id": records.image_ids[i], "category_id": records.category_ids[int(label)],
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        counts = {"images": len(dataset), "detections": len(results)}
         gt = COCO(records.coco_ground_truth())
         if not results or not any(len(b) for b in records.boxes):
-            return {"mAP50-95": 0.0, "mAP50": 0.0, "images": float(len(dataset)), "detections": float(len(results))}
+            return {"mAP50-95": 0.0, "mAP50": 0.0, **counts}
         ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox", print_function=lambda *a, **k: None)
-        ev.params.maxDets = [1, 10, int(options.get("max_dets", 100))]
+        ev.params.maxDets = [1, 10, int(options.get("max_det", EVAL_MAX_DET))]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
         stats = [max(0.0, float(s)) for s in ev.stats[:2]]
-        return {"mAP50-95": stats[0], "mAP50": stats[1], "images": float(len(dataset)),
-                "detections": float(len(results))}
+        return {"mAP50-95": stats[0], "mAP50": stats[1], **counts}
 
     def predict(self, model, input, dataset, save, options):
         """Detect objects in one image (`input`, a path; else the dataset's first image). Returns
-        the boxes (original pixels), labels and scores above `conf` (default 0.25); draws them to
-        `save` when given."""
+        the boxes (original pixels), labels and scores above `conf` (default 0.25), at most
+        `max_det` (300); draws them to `save` when given."""
         from PIL import Image, UnidentifiedImageError
-        from zoo.data.coco import DetectionRecords
-        names = list(getattr(model, "class_names", None) or [])
+        names = list(model.class_names or [])
         if input is None:
             if dataset is None or not len(dataset):
                 raise DataError("predict needs an image path (or --dataset/--data to take the first image from)")
             path = dataset.records.files[0]
         else:
             path = Path(input)
+            if path.is_dir():
+                raise DataError(f"{path}: is a folder; give an image file")
             if not path.is_file():
                 raise DataError(f"{path}: image file not found")
         try:
@@ -475,43 +435,42 @@ class DetectionTask(Task):
                 image = im.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError):
             raise DataError(f"{path}: not an image (cannot be decoded)") from None
-        imgsz = int(options.get("imgsz") or 640)
-        records = DetectionRecords(names=names, category_ids=list(range(len(names))))
+        imgsz = int(options.get("imgsz") or DEFAULT_IMGSZ)
+        records = coco.DetectionRecords(names=names, category_ids=list(range(len(names))))
         records.add(path, image.size, 1, np.zeros((0, 4)), [])
-        ds = DetectionDataset(records, imgsz)
-        conf = float(options.get("conf", 0.25))
-        _, det = next(self.detect(model, ds, {**options, "batch_size": 1}))
-        det = det[det[:, 4] >= conf]
+        ds = DetectionDataset(records, imgsz, multiple=int(max(model.stride)))
+        _, det, meta = next(self.detect(model, ds, {**options, "batch_size": 1}))
+        det = det[det[:, 4] >= float(options.get("conf", PREDICT_CONF))]
+        if options.get("nms"):
+            det = nms(det, float(options.get("iou", 0.7)))
+        det = to_original(det[:int(options.get("max_det", PREDICT_MAX_DET))], meta)
         found = []
         for x1, y1, x2, y2, score, label in det.tolist():
             name = names[int(label)] if int(label) < len(names) else str(int(label))
             found.append({"label": name, "class_id": int(label), "score": round(score, 4),
                           "box": [round(v, 1) for v in (x1, y1, x2, y2)]})
         if save:
-            draw_detections(image, found).save(save)
+            save_image(draw_detections(image, found), save)
         return {"image": str(path), "size": list(image.size), "detections": found}
-
-    def _check_classes(self, model, dataset):
-        nc = _num_classes(model)
-        if len(dataset.names) > nc:
-            raise DataError(f"the data has {len(dataset.names)} classes but the model predicts {nc}")
-
-
-def _num_classes(model) -> int:
-    nc = getattr(model, "num_classes", None)
-    if nc is None:
-        raise ConfigError(f"{type(model).__name__} does not say its num_classes")
-    return int(nc)
 
 
 def _deploy_copy(model, options):
     """A fused copy for inference (same outputs, fewer ops) unless the model is fused already or
-    `-o no_fuse=true`; the caller's model is left as it was."""
+    `-o fuse=false`; the caller's model is left as it was."""
     model.eval()
-    if options.get("no_fuse") or getattr(model, "fused", True) or not hasattr(model, "fuse"):
+    if not options.get("fuse", True) or model.fused:
         return model
     with torch.inference_mode(False), torch.no_grad():
         return copy.deepcopy(model).fuse()
+
+
+def nms(det: torch.Tensor, iou: float) -> torch.Tensor:
+    """Class-wise non-maximum suppression of (k, 6) detections; the kept rows, best first."""
+    from torchvision.ops import batched_nms
+    if not len(det):
+        return det
+    keep = batched_nms(det[:, :4], det[:, 4], det[:, 5].long(), iou)
+    return det[keep]
 
 
 def to_original(det: torch.Tensor, meta: dict) -> torch.Tensor:
@@ -521,6 +480,15 @@ def to_original(det: torch.Tensor, meta: dict) -> torch.Tensor:
     det[:, [0, 2]] = ((det[:, [0, 2]] - px) / meta["ratio"]).clamp(0, meta["size"][0])
     det[:, [1, 3]] = ((det[:, [1, 3]] - py) / meta["ratio"]).clamp(0, meta["size"][1])
     return det
+
+
+def save_image(image, path) -> Path:
+    """Save a PIL image atomically, in the format its suffix names (PNG when it names none)."""
+    from PIL import Image
+
+    from zoo._io import atomic_write
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
 def draw_detections(image, found: list[dict]):
