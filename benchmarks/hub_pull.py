@@ -42,7 +42,7 @@ def main() -> int:
     from hubtools.olah_server import Olah
     from hubtools.proxy import CountingProxy
 
-    from zoo import hub
+    import zoo.hub as hub
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-hub-"))
     olah = proxy = None

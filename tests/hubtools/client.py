@@ -57,7 +57,7 @@ def main() -> int:
     m.add_argument("--hub")
     args = parser.parse_args()
 
-    from zoo import hub
+    import zoo.hub as hub
     from zoo.errors import ZooError
 
     if os.environ.get("HUBTOOLS_DISK_FULL_AFTER"):
