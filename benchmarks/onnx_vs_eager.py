@@ -27,7 +27,7 @@ def main() -> None:
     import torch
 
     import zoo
-    from zoo.api import load
+    from zoo.loading import load
 
     torch.set_num_threads(args.threads)
     options = {"batch_size": args.batch_size}
@@ -35,7 +35,7 @@ def main() -> None:
     model = loaded.model.eval()
     if hasattr(model, "fuse"):
         model = model.fuse() or model
-    inputs = tuple(loaded.task.example_input(model, loaded.config, options))
+    inputs = tuple(loaded.task.example_input(model, options))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         parity = zoo.export(args.name, "onnx", out=path, batch_size=args.batch_size)

@@ -29,9 +29,22 @@ def test_eval_reproduces_the_registry_metrics(name):
     recorded = entry.checkpoints["trees"].metrics
     done = run_zoo("eval", name, "--dataset", "trees", "--json")
     assert done.returncode == 0, done.stderr
-    measured = json.loads(done.stdout)["metrics"]
+    result = json.loads(done.stdout)
+    measured = result["metrics"]
     for key in ("mAP50-95", "mAP50"):
         assert measured[key] == pytest.approx(recorded[key], abs=1e-6)
+    # trees has no test split: the default split is reported as the val split it really is, with
+    # the number of images behind the numbers
+    assert result["split"] == "val" and measured["images"] == 5
+
+
+def test_eval_with_nms_and_unknown_options():
+    done = run_zoo("eval", "mhaf-yolo-n", "--dataset", "trees", "--json", "-o", "nms=true", "-o", "iou=0.7")
+    assert done.returncode == 0, done.stderr
+    plain = 0.11544338125713725  # the registry's mAP50-95 without NMS
+    assert json.loads(done.stdout)["metrics"]["mAP50-95"] > plain
+    _one_line_error(run_zoo("eval", "mhaf-yolo-n", "--dataset", "trees", "-o", "no_fuse=true"),
+                    "unknown option 'no_fuse'", "'fuse'")
 
 
 def test_predict_draws_trees(tmp_path):
