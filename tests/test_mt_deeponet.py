@@ -95,23 +95,33 @@ def test_fisher_sets_and_the_operator_task(small_fisher, tmp_path):
     assert np.array_equal(again["values"], d["values"])  # from the cache, identical
 
     task = get_task("operator")
-    cfg = {"problem": "fisher"}
-    opts = dict(small_fisher)  # `-o per_form=[20,20,40]` on the command line
-    train = task.load_dataset("fisher", "train", None, cfg, opts)
-    test = task.load_dataset("fisher", "test", None, cfg, opts)
-    with pytest.raises(DataError, match="needs the MT-DeepONet 'darcy' network"):
-        task.load_dataset("multi-geometry-darcy", "test", None, cfg, opts)
-    assert len(train) == 64 and len(test) == 16
     model = mt_deeponet("fisher")
+    assert isinstance(model, task.model_protocol)
+    opts = dict(small_fisher)  # `-o per_form=[20,20,40]` on the command line
+    train = task.load_dataset("fisher", "train", None, model, opts)
+    test = task.load_dataset("fisher", "test", None, model, opts)
+    with pytest.raises(DataError, match="needs a model whose branch reads a \\(log K, geometry mask\\) image, "
+                                        "e.g. the MT-DeepONet 'darcy' network"):
+        task.load_dataset("multi-geometry-darcy", "test", None, model, opts)
+    with pytest.raises(DataError, match="needs a model whose branch reads reaction-polynomial"):
+        task.load_dataset("fisher", "test", None, mt_deeponet("darcy", grid=16), opts)
+    assert len(train) == 64 and len(test) == 16
+    assert model.output_stats() is None
     task.prepare(model, train, {})
+    assert model.output_stats() == pytest.approx((float(train.values.mean()), float(train.values.std())))
     batch = task.collate([train[i] for i in range(8)])
     loss, logs = task.loss(model, batch)
     loss.backward()
     metrics = task.evaluate(model, test, {})
     assert {"mse", "rel_l2"} <= set(metrics) and np.isfinite(metrics["rel_l2"])
+    # Fisher's relative L2 is the official script's one ratio over the whole test set
+    with torch.no_grad():
+        pred = model(test.inputs, test.points)
+    whole = float((pred - test.values).norm() / test.values.norm())
+    assert metrics["rel_l2"] == pytest.approx(whole, rel=1e-4)
     out = task.predict(model, None, test, tmp_path / "fisher.png", {})
     assert (tmp_path / "fisher.png").stat().st_size > 0 and out["reaction_form"] in (1, 2, 4)
-    x, pts = task.example_input(model, cfg, {"batch_size": 2})
+    x, pts = task.example_input(model, {"batch_size": 2})
     assert model(x, pts).shape == (2, 256)
 
 

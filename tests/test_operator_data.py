@@ -6,7 +6,8 @@ import torch
 
 from zoo.data import antiderivative, darcy
 from zoo.errors import DataError
-from zoo.tasks.operator import OperatorTask, fit_darcy_to_grid
+from zoo.layers.field_stats import OutputStats
+from zoo.tasks.operator import ArrayDataset, OperatorTask, fit_darcy_to_grid
 from tests.conftest import run_zoo
 
 
@@ -96,17 +97,105 @@ def test_not_a_mat_file_and_missing_file(tmp_path):
         darcy.read_file(tmp_path / "y.csv")
 
 
+class _Const(OutputStats):
+    """An operator model that predicts 2 everywhere (fulfils OperatorModel)."""
+    branch_input, input_grid = "sensors", None
+
+    def __init__(self):
+        super().__init__()
+        self.init_output_stats()
+
+    def forward(self, a, p):
+        return torch.ones(a.shape[0], p.shape[-2]) * 2.0
+
+    def example_input(self, batch=8):
+        return torch.zeros(batch, 3), torch.zeros(batch, 4, 1)
+
+
 def test_metrics_mse_and_relative_l2():
     task = OperatorTask()
-
-    class Const(torch.nn.Module):
-        def forward(self, a, p):
-            return torch.ones(a.shape[0], p.shape[-2]) * 2.0
-
-    from zoo.tasks.operator import ArrayDataset
+    assert isinstance(_Const(), task.model_protocol)
     ds = ArrayDataset(np.zeros((2, 3)), np.zeros((4, 1)), np.ones((2, 4)))
-    m = task.evaluate(Const(), ds, {})
+    m = task.evaluate(_Const(), ds, {})
     assert m["mse"] == pytest.approx(1.0) and m["rel_l2"] == pytest.approx(1.0)
+    assert set(m) <= set(task.metric_definitions)
+
+
+def test_relative_l2_is_normalised_over_the_set_when_the_dataset_says_so():
+    """Targets near zero: per-sample ratios explode, the ratio over the whole set does not."""
+    task = OperatorTask()
+    values = np.array([[1e-3], [2.0], [2.0], [2.0]])          # prediction 2 everywhere
+    per = ArrayDataset(np.zeros((4, 3)), np.zeros((1, 1)), values, meta={"rel_l2": "per-sample"})
+    whole = ArrayDataset(np.zeros((4, 3)), np.zeros((1, 1)), values, meta={"rel_l2": "global"})
+    m_per, m_whole = task.evaluate(_Const(), per, {}), task.evaluate(_Const(), whole, {})
+    assert m_per["rel_l2"] == pytest.approx((2 - 1e-3) / 1e-3 / 4, rel=1e-4)   # ~500: one tiny target
+    assert m_whole["rel_l2"] == pytest.approx((2 - 1e-3) / np.sqrt(1e-6 + 12), rel=1e-4)
+    assert m_per["rel_l2_median"] == m_whole["rel_l2_median"] == 0.0
+
+
+def _pretrained(name):
+    from zoo.loading import load
+    return load(name).model
+
+
+@pytest.mark.parametrize("which, split, opts", [("16", "test", {}), ("32", "test", {"resolution": 32}),
+                                                ("16-train", "train", {})])
+def test_each_shipped_real_file_gives_the_same_metrics_as_the_built_in_set(which, split, opts):
+    """Issue 12: a user's copy of a real file (--data) is read exactly as the darcy-neuralop set."""
+    task = OperatorTask()
+    model = _pretrained("deeponet.darcy-neuralop")
+    path = str(darcy.real_file(which))
+    built_in = task.evaluate(model, task.load_dataset("darcy-neuralop", split, None, model, opts), {})
+    as_file = task.evaluate(model, task.load_dataset(None, split, path, model, {}), {})
+    named_file = task.evaluate(model, task.load_dataset("darcy-neuralop", split, path, model, {}), {})
+    assert built_in == as_file == named_file
+    assert built_in["rel_l2"] < 0.3  # a model that learnt something, not the 3.76 of an unmapped mask
+
+
+def test_a_file_in_other_units_is_refused_not_computed():
+    task = OperatorTask()
+    fno_model = _pretrained("deeponet.darcy")           # trained on FNO-unit solutions (~5e-3)
+    path = str(darcy.real_file("32"))                   # neuraloperator units (~0.5)
+    with pytest.raises(DataError, match="the darcy-neuralop format, whose solution units differ"):
+        task.load_dataset("darcy", "test", path, fno_model, {})
+    ds = task.load_dataset(None, "test", path, fno_model, {})
+    with pytest.raises(DataError, match="not in the units this model was trained on"):
+        task.evaluate(fno_model, ds, {})
+
+
+def test_pt_coefficients_other_than_a_mask_are_refused(tmp_path, fno_arrays):
+    coeff, sol = fno_arrays
+    torch.save({"x": torch.tensor(coeff), "y": torch.tensor(sol)}, tmp_path / "d.pt")
+    with pytest.raises(DataError, match="not a 0/1 mask"):
+        darcy.read_pt(tmp_path / "d.pt")
+    scipy.io.savemat(tmp_path / "mask.mat", {"coeff": (coeff > 5).astype(float), "sol": sol})
+    with pytest.raises(DataError, match="values <= 0"):
+        darcy.read_mat(tmp_path / "mask.mat")
+
+
+def test_antiderivative_headline_is_the_relative_l2_over_the_whole_set():
+    task = OperatorTask()
+    model = _pretrained("deeponet.antiderivative")
+    ds = task.load_dataset("antiderivative", "test", None, model, {"size": 2000})
+    m = task.evaluate(model, ds, {})
+    with torch.no_grad():
+        pred = model(ds.inputs, ds.points[:, :1, :].reshape(-1, 1, 1))
+    whole = float((pred[:, :1] - ds.values).norm() / ds.values.norm())
+    assert m["rel_l2"] == pytest.approx(whole, rel=1e-4) and m["rel_l2"] < 0.02
+
+
+def test_datasets_are_a_table_and_models_fulfil_the_protocol():
+    from zoo.models.deeponet import deeponet
+    from zoo.models.mt_deeponet import mt_deeponet
+    task = OperatorTask()
+    assert set(task.DATASETS) == {"antiderivative", "darcy", "darcy-neuralop", "fisher", "multi-geometry-darcy"}
+    for m in (deeponet(), deeponet(branch="cnn", branch_layers=[8, 8], trunk_layers=[8], coord_dim=2, grid=29),
+              mt_deeponet("fisher"), mt_deeponet("darcy", grid=16), mt_deeponet("heated-plate")):
+        assert isinstance(m, task.model_protocol)
+        x, pts = task.example_input(m, {"batch_size": 2})
+        assert m(x, pts).shape[0] == 2
+    with pytest.raises(DataError, match="Darcy|2-D coefficient field"):
+        task.load_dataset("darcy", "test", None, deeponet(), {})
 
 
 def test_cli_bad_data_file_is_one_line(tmp_path):

@@ -1,20 +1,79 @@
 """Operator learning: a model maps an input function (sensor values or a field) and query points
-to the output function's values there. Metrics: MSE and relative L2 (mean over samples).
+to the output function's values there.
 
 A batch is a dict: `input` (B, m) or (B, C, H, W), `points` (B, P, d), `values` (B, P) and an
 optional `mask` (B, P) (1 inside the geometry; masked points count neither in loss nor metrics).
+
+Each dataset says what the branch must read (`branch_input`: sensor values, a coefficient field,
+...) and how its relative L2 is normalised; models declare what their branch reads
+(`OperatorModel`), so the task never looks at a family or a builder key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
-from zoo.errors import DataError, UnknownNameError
-from zoo.tasks.base import Task
+from zoo._io import pyplot, save_figure
+from zoo.errors import DataError
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+
+
+@runtime_checkable
+class OperatorModel(Protocol):
+    """What an operator model provides.
+
+    - `forward(branch_input, points)` -> (B, P) values at the points;
+    - `branch_input`: what its branch reads, one of BRANCH_INPUTS;
+    - `input_grid`: side of the square field the branch reads (None for vector branches);
+    - `example_input(batch)` -> (branch input, points) for export and bench;
+    - `out_mean`/`out_std` and `fit_output_stats(values)`, `output_stats()`: the scalar output
+      standardisation fitted on the training set (None from output_stats while never fitted)."""
+
+    branch_input: str
+    input_grid: Optional[int]
+    out_mean: torch.Tensor
+    out_std: torch.Tensor
+
+    def forward(self, branch_input: torch.Tensor, points: torch.Tensor) -> torch.Tensor: ...
+    def example_input(self, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def fit_output_stats(self, values: torch.Tensor) -> None: ...
+    def output_stats(self) -> Optional[tuple[float, float]]: ...
+
+
+#: branch_input vocabulary: what it means, for messages
+BRANCH_INPUTS = {
+    "sensors": "an input function's values at sensors (an MLP branch)",
+    "field": "a 2-D coefficient field (a CNN branch)",
+    "reaction-coefficients": "reaction-polynomial coefficients and an initial condition",
+    "masked-field": "a (log K, geometry mask) image",
+    "design": "design scalars",
+}
+
+
+class OperatorOptions(TaskOptions):
+    resolution: Optional[int] = Field(None, description="darcy-neuralop test resolution: 16 (default) or 32")
+    index: int = Field(0, description="predict: which sample to draw")
+    # the Fisher generator (zoo.data.fisher.DEFAULTS)
+    diffusion: Optional[float] = Field(None, description="fisher: diffusion coefficient D")
+    length_scale: Optional[float] = Field(None, description="fisher: length scale of the initial-condition GRF")
+    a_values: Optional[int] = Field(None, description="fisher: number of reaction amplitudes a in [0.1, 1]")
+    b_values: Optional[int] = Field(None, description="fisher: number of beta values in [0.5, 2] (form 4)")
+    per_form: Optional[list[int]] = Field(None, description="fisher: samples of reaction forms 1, 2 and 4")
+    substeps: Optional[int] = Field(None, description="fisher: solver substeps per output time")
+    test_fraction: Optional[float] = Field(None, description="fisher: share of samples in the test split")
+    # the multi-geometry Darcy generator (zoo.data.multi_geometry_darcy.DEFAULTS)
+    grid: Optional[int] = Field(None, description="multi-geometry-darcy: generated grid size")
+    train_per_geometry: Optional[int] = Field(None, description="multi-geometry-darcy: train samples per geometry")
+    test_per_geometry: Optional[int] = Field(None, description="multi-geometry-darcy: test samples per geometry")
+    alpha: Optional[float] = Field(None, description="multi-geometry-darcy: GRF smoothness of log K")
+    tau: Optional[float] = Field(None, description="multi-geometry-darcy: GRF inverse length scale of log K")
+    source: Optional[float] = Field(None, description="multi-geometry-darcy: constant source term f")
 
 
 class ArrayDataset(Dataset):
@@ -73,64 +132,152 @@ def collate_operator(items: list[dict]) -> dict:
     return out
 
 
+# ---- datasets: name -> loader; each checks the model's branch reads what the set provides --------
+
+#: the branch input each named set provides, and a model that reads it
+_NEEDS = {"antiderivative": ("sensors", "deeponet.antiderivative"),
+          "darcy": ("field", "deeponet.darcy"),
+          "darcy-neuralop": ("field", "deeponet.darcy-neuralop"),
+          "fisher": ("reaction-coefficients", "the MT-DeepONet 'fisher' network, mt-deeponet.fisher"),
+          "multi-geometry-darcy": ("masked-field", "the MT-DeepONet 'darcy' network (train one with "
+                                                   "`zoo finetune mt-deeponet --dataset multi-geometry-darcy`)")}
+
+
+def _check_model(model, dataset: str, source: str) -> None:
+    need, example = _NEEDS[dataset]
+    have = model.branch_input
+    if have != need:
+        where = "" if source == dataset else f"{source}: "
+        raise DataError(f"{where}{dataset} needs a model whose branch reads {BRANCH_INPUTS[need]}, e.g. "
+                        f"{example}; this model's branch reads {BRANCH_INPUTS.get(have, have)}")
+
+
+def _load_antiderivative(split, model, options):
+    from zoo.data import antiderivative
+    _check_model(model, "antiderivative", "antiderivative")
+    d = antiderivative.load(split, seed=int(options.get("data_seed", 0)), size=options.get("size"))
+    # one query point per function: a per-sample ratio would divide by single values near 0
+    return ArrayDataset(d["u"], d["y"][:, None, :], d["s"], meta={"kind": "antiderivative", "rel_l2": "global",
+                                                                   "source": "generated antiderivative"})
+
+
+def _darcy_set(d: dict, model, dataset: str, source: str) -> ArrayDataset:
+    """The one path from Darcy arrays (FNO units of the coefficient) to samples for a field branch."""
+    _check_model(model, dataset, source)
+    coeff, sol, s = fit_darcy_to_grid(d["coeff"], d["sol"], int(model.input_grid))
+    return ArrayDataset(coeff[:, None], grid_points(s), sol.reshape(len(sol), -1),
+                        meta={"kind": "darcy", "dataset": dataset, "grid": int(model.input_grid),
+                              "resolution": s, "source": source, "rel_l2": "per-sample"})
+
+
+def _load_darcy(split, model, options):
+    from zoo.data import darcy
+    d = darcy.load_generated(split, seed=int(options.get("data_seed", 0)), size=options.get("size"))
+    return _darcy_set(d, model, "darcy", "generated darcy")
+
+
+def _neuralop_file(split: str, options: dict) -> Path:
+    from zoo.data import darcy
+    res = str(options.get("resolution") or 16)
+    which = "16-train" if split == "train" else res
+    if which not in darcy.REAL_FILES:
+        raise DataError(f"darcy-neuralop has resolutions 16 and 32, not {res}")
+    return darcy.real_file(which)
+
+
+def _read_darcy_file(path, dataset: str, model) -> ArrayDataset:
+    """A Darcy file of the given format, read by that format's one reader (built-in or user file)."""
+    from zoo.data import darcy
+    return _darcy_set(darcy.read_file(path), model, dataset, str(path))
+
+
+def _load_darcy_neuralop(split, model, options):
+    return _read_darcy_file(_neuralop_file(split, options), "darcy-neuralop", model)
+
+
+def _fisher_params(options: dict) -> dict:
+    from zoo.data import fisher
+    return {k: v for k, v in options.items() if k in fisher.DEFAULTS}
+
+
+def _load_fisher(split, model, options):
+    from zoo.data import fisher
+    _check_model(model, "fisher", "fisher")
+    d = fisher.load(split, seed=int(options.get("data_seed", 0)), size=options.get("size"), **_fisher_params(options))
+    # the official MT-DeepONet script reports one Frobenius ratio over the whole test set
+    return ArrayDataset(d["inputs"], d["points"], d["values"],
+                        meta={"kind": "fisher", "form": d["form"], "rel_l2": "global", "source": "generated fisher"})
+
+
+def _multi_geometry_darcy(split, model, options, data_path=None):
+    from zoo.data import multi_geometry_darcy as mgd
+    source = str(data_path) if data_path else "multi-geometry-darcy"
+    _check_model(model, "multi-geometry-darcy", source)
+    params = {k: v for k, v in options.items() if k in mgd.DEFAULTS}
+    d = mgd.load(split, seed=int(options.get("data_seed", 0)), size=options.get("size"), data_path=data_path, **params)
+    if d["grid"] != model.input_grid:
+        raise DataError(f"{d['source']}: the grid is {d['grid']}x{d['grid']}, the branch CNN expects {model.input_grid}")
+    return ArrayDataset(d["inputs"], d["points"], d["values"], d["mask"],
+                        meta={"kind": "darcy", "dataset": "multi-geometry-darcy", "grid": d["grid"],
+                              "resolution": d["grid"], "source": d["source"], "rel_l2": "per-sample"})
+
+
+def _load_multi_geometry_darcy(split, model, options):
+    return _multi_geometry_darcy(split, model, options)
+
+
+#: metric -> definition (shown by `zoo info` and the model card)
+METRICS = {
+    "mse": "mean squared error over all (unmasked) query points of the set, in the data's units",
+    "rel_l2": "relative L2 error, normalised as the dataset's paper does: per-sample ||pred - true||_2 / "
+              "||true||_2 averaged over samples (darcy, darcy-neuralop, multi-geometry-darcy: Lu et al. 2022, "
+              "FNO), or one ratio ||pred - true||_2 / ||true||_2 over every point of the set "
+              "(antiderivative, whose samples are single points; fisher: the official MT-DeepONet script)",
+    "rel_l2_median": "median over samples of the per-sample relative L2 error (robust to near-zero targets)",
+    "samples": "number of samples (input functions) the metrics come from",
+}
+
+
 class OperatorTask(Task):
     name = "operator"
-    datasets = {
-        "antiderivative": "ds/dx = u(x): GRF inputs (RBF, l=0.2), 100 sensors; 10k train / 100k test triplets (generated)",
-        "darcy": "2-D Darcy flow, FNO recipe, 29x29 (generated; or --data an FNO .mat / neuraloperator .pt file)",
-        "darcy-neuralop": "the real Darcy files shipped in the neuraloperator 0.3.0 wheel (train 1000 @16x16; test 50 @16x16, 50 @32x32 with -o resolution=32)",
-        "fisher": "1-D Fisher equation, 3 reaction forms (MT-DeepONet), 20x64 (t, x) outputs; "
-                  "3200 train / 800 test (generated)",
-        "multi-geometry-darcy": "Darcy flow on square/circle/triangle domains with a geometry mask (MT-DeepONet), "
-                                "100x100; 900 train / 180 test (generated; or --data an official .mat file)",
+    DATASETS = {
+        "antiderivative": DatasetEntry(
+            "ds/dx = u(x): GRF inputs (RBF, l=0.2), 100 sensors; 10k train / 100k test triplets (generated)",
+            _load_antiderivative),
+        "darcy": DatasetEntry(
+            "2-D Darcy flow, FNO recipe, 29x29 (generated; or --data an FNO .mat file)", _load_darcy),
+        "darcy-neuralop": DatasetEntry(
+            "the real Darcy files shipped in the neuraloperator 0.3.0 wheel (train 1000 @16x16; test 50 @16x16, "
+            "50 @32x32 with -o resolution=32; or --data a neuraloperator .pt file)", _load_darcy_neuralop),
+        "fisher": DatasetEntry(
+            "1-D Fisher equation, 3 reaction forms (MT-DeepONet), 20x64 (t, x) outputs; 3200 train / 800 test "
+            "(generated)", _load_fisher),
+        "multi-geometry-darcy": DatasetEntry(
+            "Darcy flow on square/circle/triangle domains with a geometry mask (MT-DeepONet), 100x100; "
+            "900 train / 180 test (generated; or --data an official .mat file)", _load_multi_geometry_darcy),
     }
+    Options = OperatorOptions
+    model_protocol = OperatorModel
+    metric_definitions = METRICS
     default_batch_size = 256
     default_lr = 1e-3
     default_steps = 2000
     main_metric = "rel_l2"
 
     # ---- data ---------------------------------------------------------------------------
-    def load_dataset(self, dataset, split, data_path, model_config, options):
-        if dataset in ("fisher", "multi-geometry-darcy") or model_config.get("problem"):
-            return _mt_deeponet_dataset(dataset, split, data_path, model_config, options)
-        if data_path:
-            return self._darcy_dataset_from(self._read_darcy_file(data_path, model_config), model_config,
-                                            source=str(data_path))
-        if dataset is None:
-            raise DataError("give --dataset or --data")
-        if dataset == "antiderivative":
-            from zoo.data import antiderivative
-            d = antiderivative.load(split, seed=int(options.get("data_seed", 0)), size=options.get("size"))
-            return ArrayDataset(d["u"], d["y"][:, None, :], d["s"], meta={"kind": "antiderivative"})
-        if dataset == "darcy":
-            from zoo.data import darcy
-            d = darcy.load_generated(split, seed=int(options.get("data_seed", 0)), size=options.get("size"))
-            return self._darcy_dataset_from(d, model_config, source="generated darcy")
-        if dataset == "darcy-neuralop":
-            from zoo.data import darcy
-            res = str(options.get("resolution", 16))
-            which = "16-train" if split == "train" else res
-            if which not in darcy.REAL_FILES:
-                raise DataError(f"darcy-neuralop has resolutions 16 and 32, not {res}")
-            return self._darcy_dataset_from(darcy.load_real(which), model_config,
-                                             source=f"neuraloperator 0.3.0 darcy ({which})")
-        raise UnknownNameError("dataset for the operator task", dataset, self.datasets)
-
-    @staticmethod
-    def _read_darcy_file(path, model_config):
+    def read_data(self, path, dataset, split, model, options):
+        """A user's file, read by the reader of its format exactly as the named set of that format."""
+        if dataset == "multi-geometry-darcy" or (dataset is None and model.branch_input == "masked-field"):
+            return _multi_geometry_darcy(split, model, options, data_path=path)
+        if dataset in ("antiderivative", "fisher"):
+            raise DataError(f"{dataset} is generated; it has no file format (drop --data)")
         from zoo.data import darcy
-        if model_config.get("branch") != "cnn":
-            raise DataError(f"{path}: a Darcy file needs a model with a 2-D (CNN) branch, e.g. deeponet.darcy")
-        return darcy.read_file(path)
-
-    @staticmethod
-    def _darcy_dataset_from(d, model_config, source):
-        if model_config.get("branch") != "cnn":
-            raise DataError(f"{source}: Darcy data needs a model with a 2-D (CNN) branch, e.g. deeponet.darcy")
-        grid = int(model_config.get("grid", 29))
-        coeff, sol, s = fit_darcy_to_grid(d["coeff"], d["sol"], grid)
-        return ArrayDataset(coeff[:, None], grid_points(s), sol.reshape(len(sol), -1),
-                            meta={"kind": "darcy", "grid": grid, "resolution": s, "source": source})
+        fmt = darcy.file_format(path)
+        if dataset is not None and dataset != fmt:
+            # the two formats carry solutions in different units: never evaluate one as the other
+            raise DataError(f"{path}: a {Path(path).suffix} file has the {fmt} format, whose solution units differ "
+                            f"from the {dataset} set's; use --dataset {fmt} (or no --dataset)")
+        return _read_darcy_file(path, fmt, model)
 
     def collate(self, items):
         return collate_operator(items)
@@ -138,12 +285,11 @@ class OperatorTask(Task):
     # ---- training -----------------------------------------------------------------------
     def prepare(self, model, dataset, options):
         """Fit the output normalisation on the training set (only when training from scratch)."""
-        if hasattr(model, "out_mean") and not options.get("pretrained"):
-            vals = dataset.values
-            model.out_mean.fill_(float(vals.mean()))
-            model.out_std.fill_(float(vals.std()) or 1.0)
+        if not options.get("pretrained"):
+            model.fit_output_stats(dataset.values)
 
     def loss(self, model, batch):
+        batch = to_device(batch, device_of(model))
         pred = model(batch["input"], batch["points"])
         err = (pred - batch["values"]) ** 2
         if "mask" in batch:
@@ -151,155 +297,147 @@ class OperatorTask(Task):
             mse = err.sum() / batch["mask"].sum().clamp_min(1)
         else:
             mse = err.mean()
-        scale = getattr(model, "out_std", None)
-        loss = mse / scale**2 if scale is not None else mse  # train in normalised units
-        return loss, {"mse": float(mse.detach())}
+        return mse / model.out_std**2, {"mse": float(mse.detach())}  # train in normalised units
 
-    def example_batch(self, model, model_config, options):
-        inp, pts = self.example_input(model, model_config, options)
+    def example_batch(self, model, options):
+        inp, pts = self.example_input(model, options)
         return {"input": inp, "points": pts, "values": torch.zeros(pts.shape[:2])}
 
     # ---- inference ----------------------------------------------------------------------
+    @staticmethod
+    def _check_units(model, dataset) -> None:
+        """Refuse data whose values are far from the scale the model was trained on: that is a file
+        in other units (e.g. a neuraloperator file given to an FNO-units checkpoint), not an error
+        to measure."""
+        stats = model.output_stats()
+        if stats is None or not hasattr(dataset, "values") or len(dataset) == 0:
+            return
+        mask = getattr(dataset, "mask", None)
+        vals = dataset.values if mask is None else dataset.values[(mask.expand_as(dataset.values) > 0.5)]
+        data_rms = float(vals.pow(2).mean().sqrt())
+        model_rms = (stats[0] ** 2 + stats[1] ** 2) ** 0.5
+        if model_rms > 0 and data_rms > 0 and not 0.1 <= data_rms / model_rms <= 10:
+            src = dataset.meta.get("source", "the data")
+            raise DataError(f"{src}: its values (rms {data_rms:.3g}) are not in the units this model was trained on "
+                            f"(rms {model_rms:.3g}); nothing computed; use the checkpoint made for this data")
+
     @torch.inference_mode()
     def evaluate(self, model, dataset, options):
         from torch.utils.data import DataLoader
 
+        self._check_units(model, dataset)
         model.eval()
+        device = device_of(model)
         loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 1024), shuffle=False,
                             collate_fn=collate_operator)
-        sq_sum, n_points, rel = 0.0, 0, []
+        sq_sum, true_sq, n_points, rel = 0.0, 0.0, 0, []
         for batch in loader:
+            batch = to_device(batch, device)
             pred = model(batch["input"], batch["points"])
             mask = batch.get("mask", torch.ones_like(pred))
             err = (pred - batch["values"]) * mask
+            true = batch["values"] * mask
             sq_sum += float((err**2).sum())
+            true_sq += float((true**2).sum())
             n_points += int(mask.sum())
-            rel.append(err.norm(dim=1) / (batch["values"] * mask).norm(dim=1).clamp_min(1e-12))
+            rel.append((err.norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)).cpu())
         rel_all = torch.cat(rel)
-        return {"mse": sq_sum / max(n_points, 1), "rel_l2": float(rel_all.mean()),
+        if dataset_meta(dataset).get("rel_l2") == "global":
+            rel_l2 = (sq_sum / max(true_sq, 1e-24)) ** 0.5
+        else:
+            rel_l2 = float(rel_all.mean())
+        return {"mse": sq_sum / max(n_points, 1), "rel_l2": rel_l2,
                 "rel_l2_median": float(rel_all.median()), "samples": len(dataset)}
 
     @torch.inference_mode()
     def predict(self, model, input, dataset, save, options):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         model.eval()
         i = int(options.get("index", 0))
         if dataset is None or len(dataset) == 0:
             raise DataError("predict needs a dataset (--dataset or --data)")
         if not 0 <= i < len(dataset):
             raise DataError(f"sample index {i} is out of range (the set has {len(dataset)})")
-        kind = getattr(dataset, "meta", {}).get("kind")
-        if kind == "darcy":
-            item = dataset[i]
-            pred = model(item["input"][None], item["points"][None])[0]
-            s = int(round(len(item["values"]) ** 0.5))
-            truth, pred = item["values"].reshape(s, s).numpy(), pred.reshape(s, s).numpy()
-            err = pred - truth
-            rel = float(np.linalg.norm(err) / max(np.linalg.norm(truth), 1e-12))
-            summary = {"sample": i, "rel_l2": rel, "resolution": s}
-            if save:
-                fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-                panels = [(item["input"][0].numpy(), "input a(x)", "viridis"), (truth, "truth u", "magma"),
-                          (pred, "prediction", "magma"), (err, f"error (rel. L2 {rel:.2%})", "coolwarm")]
-                vmax = float(max(abs(truth).max(), abs(pred).max()))
-                for ax, (img, title, cmap) in zip(axes, panels):
-                    kw = {"vmin": 0, "vmax": vmax} if cmap == "magma" else {}
-                    if cmap == "coolwarm":
-                        m = float(abs(err).max()) or 1.0
-                        kw = {"vmin": -m, "vmax": m}
-                    im = ax.imshow(img, cmap=cmap, origin="lower", **kw)
-                    ax.set_title(title)
-                    ax.axis("off")
-                    fig.colorbar(im, ax=ax, fraction=0.046)
-                fig.suptitle("DeepONet on Darcy flow")
-                _save_fig(fig, save)
-            return summary
-        if kind == "antiderivative":
-            from scipy.interpolate import CubicSpline
-            u = dataset.inputs[i]
-            x = np.linspace(0, 1, u.numel())
-            truth = CubicSpline(x, u.numpy()).antiderivative()(x)
-            pred = model(u[None], torch.as_tensor(x, dtype=torch.float32)[:, None])[0].numpy()
-            summary = {"sample": i, "rel_l2": float(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-12)),
-                       "mse": float(((pred - truth) ** 2).mean())}
-            if save:
-                fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-                axes[0].plot(x, u.numpy()); axes[0].set_title("input u(x)")
-                axes[1].plot(x, truth, label="truth"); axes[1].plot(x, pred, "--", label="prediction")
-                axes[1].legend(); axes[1].set_title("s(x) = ∫u")
-                axes[2].plot(x, pred - truth, color="C3"); axes[2].set_title(f"error (MSE {summary['mse']:.2e})")
-                fig.suptitle("DeepONet on the antiderivative operator")
-                _save_fig(fig, save)
-            return summary
-        if kind == "fisher":
-            return _predict_fisher(model, dataset, i, save)
-        raise DataError("predict: this dataset has no picture defined")
+        kind = dataset_meta(dataset).get("kind")
+        if kind not in _PICTURES:
+            raise DataError("predict: this dataset has no picture defined")
+        self._check_units(model, dataset)
+        return _PICTURES[kind](model, dataset, i, save)
 
     def dynamic_axes(self, args):
         """Exported graphs take any batch size and any number of query points."""
         return [{0: "batch"}, {0: "batch", 1: "points"}]
 
-    def example_input(self, model, model_config, options):
-        b = int(options.get("batch_size") or 8)
-        if hasattr(model, "example_input"):
-            return tuple(model.example_input(b))
-        if model_config.get("branch") == "cnn":
-            g = int(model_config.get("grid", 29))
-            a = torch.where(torch.rand(b, 1, g, g) > 0.5, 12.0, 3.0)
-            pts = torch.as_tensor(grid_points(g)).expand(b, -1, -1).contiguous()
-            return a, pts
-        m = int(model_config.get("sensors", 100))
-        d = int(model_config.get("coord_dim", 1))
-        return torch.randn(b, m), torch.rand(b, 100, d)
+    def example_input(self, model, options):
+        return tuple(model.example_input(int(options.get("batch_size") or 8)))
 
 
-# ---- MT-DeepONet's sets (issue 6): Fisher reaction forms and Darcy on several geometries -----------
+def dataset_meta(dataset) -> dict:
+    return getattr(dataset, "meta", None) or {}
 
-_MT_PROBLEM = {"fisher": "fisher", "multi-geometry-darcy": "darcy"}
+
+# ---- pictures (predict) ------------------------------------------------------------------------
+
+def _predict_darcy(model, dataset, i, save):
+    item = to_device(dataset[i], device_of(model))
+    pred = model(item["input"][None], item["points"][None])[0].cpu()
+    s = int(round(len(item["values"]) ** 0.5))
+    truth, pred = item["values"].cpu().reshape(s, s).numpy(), pred.reshape(s, s).numpy()
+    err = pred - truth
+    rel = float(np.linalg.norm(err) / max(np.linalg.norm(truth), 1e-12))
+    summary = {"sample": i, "rel_l2": rel, "resolution": s}
+    if save:
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+        panels = [(item["input"][0].cpu().numpy(), "input a(x)", "viridis"), (truth, "truth u", "magma"),
+                  (pred, "prediction", "magma"), (err, f"error (rel. L2 {rel:.2%})", "coolwarm")]
+        vmax = float(max(abs(truth).max(), abs(pred).max()))
+        for ax, (img, title, cmap) in zip(axes, panels):
+            kw = {"vmin": 0, "vmax": vmax} if cmap == "magma" else {}
+            if cmap == "coolwarm":
+                m = float(abs(err).max()) or 1.0
+                kw = {"vmin": -m, "vmax": m}
+            im = ax.imshow(img, cmap=cmap, origin="lower", **kw)
+            ax.set_title(title)
+            ax.axis("off")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.suptitle(f"{type(model).__name__} on Darcy flow")
+        save_figure(fig, save)
+    return summary
 
 
-def _mt_deeponet_dataset(dataset, split, data_path, model_config, options):
-    problem = model_config.get("problem")
-    if dataset is None and data_path:
-        dataset = "multi-geometry-darcy" if problem == "darcy" else None
-    if dataset not in _MT_PROBLEM:
-        raise DataError(f"the MT-DeepONet '{problem}' network reads the fisher or multi-geometry-darcy sets, "
-                        f"not '{dataset or data_path}'")
-    if problem != _MT_PROBLEM[dataset]:
-        raise DataError(f"{dataset} needs the MT-DeepONet '{_MT_PROBLEM[dataset]}' network; this model is the "
-                        f"'{problem}' one (train one with `zoo finetune mt-deeponet --dataset {dataset}`)")
-    seed, size = int(options.get("data_seed", 0)), options.get("size")
-    if dataset == "fisher":
-        from zoo.data import fisher
-        d = fisher.load(split, seed=seed, size=size, **{k: v for k, v in options.items() if k in fisher.DEFAULTS})
-        return ArrayDataset(d["inputs"], d["points"], d["values"], meta={"kind": "fisher", "form": d["form"]})
-    from zoo.data import multi_geometry_darcy
-    d = multi_geometry_darcy.load(split, seed=seed, size=size, data_path=data_path,
-                                  **{k: v for k, v in options.items() if k in multi_geometry_darcy.DEFAULTS})
-    if d["grid"] != int(model_config.get("grid", 100)):
-        raise DataError(f"{d['source']}: the grid is {d['grid']}x{d['grid']}, the branch CNN expects "
-                        f"{model_config.get('grid', 100)}")
-    return ArrayDataset(d["inputs"], d["points"], d["values"], d["mask"],
-                        meta={"kind": "darcy", "grid": d["grid"], "resolution": d["grid"], "source": d["source"]})
+def _predict_antiderivative(model, dataset, i, save):
+    from scipy.interpolate import CubicSpline
+    device = device_of(model)
+    u = dataset.inputs[i]
+    x = np.linspace(0, 1, u.numel())
+    truth = CubicSpline(x, u.numpy()).antiderivative()(x)
+    pts = torch.as_tensor(x, dtype=torch.float32, device=device)[:, None]
+    pred = model(u[None].to(device), pts)[0].cpu().numpy()
+    summary = {"sample": i, "rel_l2": float(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-12)),
+               "mse": float(((pred - truth) ** 2).mean())}
+    if save:
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        axes[0].plot(x, u.numpy()); axes[0].set_title("input u(x)")
+        axes[1].plot(x, truth, label="truth"); axes[1].plot(x, pred, "--", label="prediction")
+        axes[1].legend(); axes[1].set_title("s(x) = ∫u")
+        axes[2].plot(x, pred - truth, color="C3"); axes[2].set_title(f"error (MSE {summary['mse']:.2e})")
+        fig.suptitle(f"{type(model).__name__} on the antiderivative operator")
+        save_figure(fig, save)
+    return summary
 
 
 def _predict_fisher(model, dataset, i, save):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from zoo.data.fisher import NT, NX
-    item = dataset[i]
-    pred = model(item["input"][None], item["points"][None])[0].reshape(NT, NX).numpy()
-    truth = item["values"].reshape(NT, NX).numpy()
+    item = to_device(dataset[i], device_of(model))
+    pred = model(item["input"][None], item["points"][None])[0].reshape(NT, NX).cpu().numpy()
+    truth = item["values"].reshape(NT, NX).cpu().numpy()
     rel = float(np.linalg.norm(pred - truth) / max(np.linalg.norm(truth), 1e-12))
     form = int(dataset.meta["form"][i])
     summary = {"sample": i, "reaction_form": form, "rel_l2": rel,
                "coefficients": [round(float(c), 6) for c in item["input"][:4]]}
     if save:
+        plt = pyplot()
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
         ext = (0, 1, 0, 1)
         m = float(np.abs(pred - truth).max()) or 1.0
@@ -313,16 +451,8 @@ def _predict_fisher(model, dataset, i, save):
             ax.set_title(title)
             fig.colorbar(im, ax=ax, fraction=0.046)
         fig.suptitle(f"MT-DeepONet on the Fisher equation, reaction form {form}")
-        _save_fig(fig, save)
+        save_figure(fig, save)
     return summary
 
 
-def _save_fig(fig, save):
-    import matplotlib.pyplot as plt
-    save = Path(save)
-    save.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save.with_name(f".{save.stem}.tmp{save.suffix}")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(save)
+_PICTURES = {"darcy": _predict_darcy, "antiderivative": _predict_antiderivative, "fisher": _predict_fisher}
