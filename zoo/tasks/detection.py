@@ -337,7 +337,7 @@ class DetectionTask(Task):
                     "best max_det=100 detections per image; faster-coco-eval)",
         "mAP50": "COCO box AP at IoU 0.50 (same protocol)",
         "images": "number of images the metrics were computed on",
-        "detections": "detections above conf (0.001) given to the COCO evaluator",
+        "detections": "detections given to the COCO evaluator (above conf, 0.001 by default; after nms when asked)",
     }
 
     # ---- data ---------------------------------------------------------------------------------
