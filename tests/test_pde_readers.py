@@ -121,23 +121,28 @@ def test_files_through_the_task_and_bad_files(tmp_path):
     task = get_task("pde-rollout")
     path = tmp_path / "NS-PwC.nc"
     write_poseidon(path)
-    drift_cfg = {"image_size": 32, "fields": ["u", "v"], "time_history": 1}
-    ds = task.load_dataset(None, "test", str(path), drift_cfg, {})
+    from zoo.models.drift_net import drift_net
+    from zoo.models.sinenet import sinenet
+
+    def sine(fields, time_history, resolution):
+        return sinenet(variant=None, waves=1, mult=1.5, hidden=4, fields=fields, time_history=time_history,
+                       resolution=resolution)
+
+    model = drift_net(image_size=16, fields=["u", "v"], embed_dim=8, depths=[1, 1, 1, 1], patch_size=2)
+    ds = task.load_dataset(None, "test", str(path), model, {})
     assert ds.frames.shape == (N, T, 2, S, S) and len(ds) == N * (T - 1)
     # a file given as predict's INPUT
-    from zoo.models.drift_net import drift_net
-    model = drift_net(image_size=16, fields=["u", "v"], embed_dim=8, depths=[1, 1, 1, 1], patch_size=2)
     out = task.predict(model, str(path), None, tmp_path / "rollout.gif", {"steps": 3, "field": "v"})
     assert out["steps"] == 3 and out["field"] == "v" and (tmp_path / "rollout.gif").stat().st_size > 0
     # wrong fields for the model
     with pytest.raises(DataError, match="has fields \\['u', 'v'\\]; the model needs \\['smoke', 'u', 'v'\\]"):
-        task.load_dataset(None, "test", str(path), {"fields": ["smoke", "u", "v"], "time_history": 4}, {})
+        task.load_dataset(None, "test", str(path), sine(["smoke", "u", "v"], 4, None), {})
     # wrong resolution for a checkpoint made at another grid
     with pytest.raises(DataError, match="trained at 128x128"):
-        task.load_dataset(None, "test", str(path), {"fields": ["u", "v"], "time_history": 1, "resolution": 128}, {})
+        task.load_dataset(None, "test", str(path), sine(["u", "v"], 1, 128), {})
     # too few time steps for the history
     with pytest.raises(DataError, match="6 time step\\(s\\) per trajectory; the model needs 6 of history"):
-        task.load_dataset(None, "test", str(path), {"fields": ["u", "v"], "time_history": 6, "resolution": 16}, {})
+        task.load_dataset(None, "test", str(path), sine(["u", "v"], 6, 16), {})
     # NaNs
     nan = tmp_path / "nan.nc"
     with h5py.File(nan, "w") as f:

@@ -69,17 +69,45 @@ def test_generated_sets_are_seeded_and_cached(data_dir):
 
 
 class Persistence(torch.nn.Module):
-    """Predicts that nothing changes: its errors are known in closed form."""
+    """Predicts that nothing changes: its errors are known in closed form. Any grid."""
     time_history = 1
     fields = ["w"]
+    stats_from_data = False
+    native_grid = None
+
+    def check_grid(self, n, source):
+        pass
 
     def step(self, history):
         return history[:, -1]
 
+    def example_input(self, batch=2, resolution=None):
+        return (torch.zeros(batch, 1, 1, resolution or 8, resolution or 8),)
+
+    def loss(self, pred, target):
+        return (pred - target).abs().mean(), {}
+
+    def fit_field_stats(self, frames):
+        pass
+
+
+def tiny_sinenet(fields=("w",), time_history=1, resolution=None):
+    from zoo.models.sinenet import sinenet
+    return sinenet(variant=None, waves=1, mult=1.5, hidden=4, fields=list(fields), time_history=time_history,
+                   resolution=resolution)
+
+
+def test_models_fulfil_the_rollout_protocol():
+    from zoo.models.drift_net import drift_net
+    task = get_task("pde-rollout")
+    assert isinstance(tiny_sinenet(), task.model_protocol) and isinstance(Persistence(), task.model_protocol)
+    assert isinstance(drift_net(image_size=16, embed_dim=8, depths=[1, 1, 1, 1], patch_size=2), task.model_protocol)
+    assert "rollout_rel_l2" in task.metric_definitions and task.datasets["navier-stokes"]
+
 
 def test_metrics_follow_the_papers_definitions(data_dir):
     task = get_task("pde-rollout")
-    ds = task.load_dataset("navier-stokes", "test", None, {"fields": ["w"], "time_history": 1}, dict(SMALL))
+    ds = task.load_dataset("navier-stokes", "test", None, Persistence(), dict(SMALL))
     assert len(ds) == 3 * 6 and ds.start == 1
     m = task.evaluate(Persistence(), ds, {"steps": 4})
     fr = ds.frames.numpy()[:, :, 0]
@@ -107,19 +135,19 @@ def test_models_roll_out_and_train(data_dir):
     ]
     for cfg, build in models:
         model = build(**cfg)
-        train = task.load_dataset("navier-stokes", "train", None, cfg, dict(SMALL))
+        train = task.load_dataset("navier-stokes", "train", None, model, dict(SMALL))
         task.prepare(model, train, {})
         assert float(model.field_std.flatten()[0]) == pytest.approx(float(train.frames.std()), rel=1e-3)
         batch = task.collate([train[i] for i in range(4)])
         loss, logs = task.loss(model, batch)
         loss.backward()
         assert torch.isfinite(loss)
-        test = task.load_dataset("navier-stokes", "test", None, cfg, dict(SMALL))
+        test = task.load_dataset("navier-stokes", "test", None, model, dict(SMALL))
         metrics = task.evaluate(model, test, {})
         assert metrics["start_frame"] == model.time_history
         assert metrics["rollout_steps"] == 7 - model.time_history
         assert all(np.isfinite(v) for v in metrics.values())
-        (x, *rest) = task.example_input(model, cfg, {"batch_size": 2})
+        (x, *rest) = task.example_input(model, {"batch_size": 2})
         assert x.shape[0] == 2
 
 
@@ -127,7 +155,7 @@ def test_predict_writes_the_rollout_animation(data_dir):
     from PIL import Image
 
     task = get_task("pde-rollout")
-    ds = task.load_dataset("navier-stokes", "test", None, {"fields": ["w"], "time_history": 1}, dict(SMALL))
+    ds = task.load_dataset("navier-stokes", "test", None, Persistence(), dict(SMALL))
     out = task.predict(Persistence(), None, ds, data_dir / "rollout.gif", {"steps": 5, "index": 1})
     assert out["steps"] == 5 and len(out["rel_l2_per_step"]) == 5
     with Image.open(data_dir / "rollout.gif") as gif:
@@ -138,14 +166,13 @@ def test_predict_writes_the_rollout_animation(data_dir):
 
 def test_bad_input_is_one_clear_line(data_dir):
     task = get_task("pde-rollout")
-    sine_cfg = {"fields": ["w"], "time_history": 4, "resolution": 64}
     with pytest.raises(DataError, match="trained at 64x64"):
-        task.load_dataset("navier-stokes", "test", None, sine_cfg, dict(SMALL))
+        task.load_dataset("navier-stokes", "test", None, tiny_sinenet(time_history=4, resolution=64), dict(SMALL))
     with pytest.raises(DataError, match="needs \\['smoke', 'u', 'v'\\]"):
-        task.load_dataset("navier-stokes", "test", None, {"fields": ["smoke", "u", "v"]}, dict(SMALL))
+        task.load_dataset("navier-stokes", "test", None, tiny_sinenet(["smoke", "u", "v"]), dict(SMALL))
     with pytest.raises(DataError, match="needs 8 of history"):
-        task.load_dataset("navier-stokes", "test", None, {"fields": ["w"], "time_history": 8}, dict(SMALL))
-    ds = task.load_dataset("navier-stokes", "test", None, {"fields": ["w"], "time_history": 1}, dict(SMALL))
+        task.load_dataset("navier-stokes", "test", None, tiny_sinenet(time_history=8), dict(SMALL))
+    ds = task.load_dataset("navier-stokes", "test", None, Persistence(), dict(SMALL))
     with pytest.raises(DataError, match="need 21 frames"):
         task.evaluate(Persistence(), ds, {"steps": 20})
     frames = ds.frames.clone()
@@ -153,8 +180,12 @@ def test_bad_input_is_one_clear_line(data_dir):
     with pytest.raises(DataError, match="NaN"):
         ns.check_frames(ns.Trajectories(frames.numpy(), ["w"], "test set"))
     with pytest.raises(DataError, match="multiple of 16"):
-        task.load_dataset("navier-stokes", "test", None, {"fields": ["w"], "time_history": 1},
-                          {**SMALL, "resolution": 24})
+        task.load_dataset("navier-stokes", "test", None, tiny_sinenet(), {**SMALL, "resolution": 24})
+    from zoo.models.drift_net import drift_net
+    with pytest.raises(DataError, match="spectral resampling needs an even size"):
+        task.load_dataset("navier-stokes", "test", None,
+                          drift_net(image_size=16, fields=["w"], embed_dim=8, depths=[1, 1, 1, 1], patch_size=2),
+                          {**SMALL, "resolution": 25})
     assert isinstance(ds, RolloutDataset)
 
 

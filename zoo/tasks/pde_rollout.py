@@ -1,9 +1,11 @@
 """Time-dependent operators: predict the next frame of a PDE's fields from the last few frames,
 and roll that one-step model out autoregressively.
 
-Models of this kind expose `step(history) -> next frame` with history (B, T, C, H, W) and the
-next frame (B, C, H, W), plus `time_history`, `fields` and `example_input(batch, resolution)`;
-an optional `loss(pred, target) -> (loss, logs)` is the paper's training loss (else relative L2).
+Models of this kind fulfil `RolloutModel`: `step(history) -> next frame` with history
+(B, T, C, H, W) and the next frame (B, C, H, W), `time_history`, `fields`, `native_grid`,
+`check_grid(n, source)` (their grid rule, a DataError naming it), `example_input(batch, resolution)`,
+`loss(pred, target) -> (loss, logs)` (the paper's training loss) and the field statistics of
+`zoo.layers.field_stats.FieldStats` (`stats_from_data`, `fit_field_stats(frames)`).
 
 Metrics, with the papers' definitions (all as fractions, not percent):
 - `*_rel_l2` (SineNet / PDEArena "scaledl2"): ||pred - y||_2 / ||y||_2 over space, per sample,
@@ -22,13 +24,46 @@ limit (read at most this many trajectories of a file), transpose (swap the grid 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
-from zoo.errors import DataError, UnknownNameError
-from zoo.tasks.base import Task
+from zoo._io import atomic_write, pyplot, save_figure
+from zoo.errors import DataError
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+
+
+@runtime_checkable
+class RolloutModel(Protocol):
+    """What a one-step PDE model provides (see the module docstring)."""
+
+    fields: list
+    time_history: int
+    stats_from_data: bool
+
+    @property
+    def native_grid(self) -> Optional[int]: ...
+    def check_grid(self, n: int, source: str) -> None: ...
+    def step(self, history: torch.Tensor) -> torch.Tensor: ...
+    def example_input(self, batch: int = 2, resolution: Optional[int] = None) -> tuple: ...
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple: ...
+    def fit_field_stats(self, frames: torch.Tensor) -> None: ...
+
+
+class RolloutOptions(TaskOptions):
+    steps: Optional[int] = Field(None, description="rollout steps (default 10, or what the data holds)")
+    start: Optional[int] = Field(None, description="first predicted frame (default: the model's history length)")
+    index: int = Field(0, description="predict: which trajectory")
+    field: Optional[str] = Field(None, description="predict: which field to draw (default the first)")
+    transpose: bool = Field(False, description="swap the two grid axes of a file")
+    resolution: Optional[int] = Field(None, description="grid of generated data / example inputs")
+    frames: Optional[int] = Field(None, description="navier-stokes: frames per generated trajectory")
+    dt: Optional[float] = Field(None, description="navier-stokes: solver time step")
+    nu: Optional[float] = Field(None, description="navier-stokes: viscosity")
+    record_every: Optional[float] = Field(None, description="navier-stokes: time between recorded frames")
 
 
 class RolloutDataset(Dataset):
@@ -65,82 +100,76 @@ def _rel_l1(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred - y).abs().flatten(1).sum(-1) / y.abs().flatten(1).sum(-1).clamp_min(1e-12)
 
 
+def _rollout_set(traj, model, options) -> "RolloutDataset":
+    """Trajectories (generated or a file) checked against the model's grid rule, as one-step pairs."""
+    from zoo.data import navier_stokes as ns
+    ns.check_frames(traj)
+    model.check_grid(int(traj.frames.shape[-1]), traj.source)
+    frames = torch.from_numpy(np.ascontiguousarray(traj.frames))
+    return RolloutDataset(frames, model.time_history, traj.fields, traj.source, options.get("start"),
+                          {"resolution": int(frames.shape[-1]), **traj.info})
+
+
+def _generated_navier_stokes(split, model, options):
+    from zoo.data import navier_stokes as ns
+    params = {k: options[k] for k in ("resolution", "frames", "dt", "nu", "record_every") if k in options}
+    traj = ns.load_generated(split, seed=int(options.get("data_seed", 0)), size=options.get("size"),
+                             fields=list(model.fields), **params)
+    return _rollout_set(traj, model, options)
+
+
+#: metric -> definition (shown by `zoo info` and the model card); all fractions, not percent
+METRICS = {
+    "one_step_rel_l2": "every frame t >= start predicted from the true frames before it; ||pred - y||_2 / ||y||_2 "
+                       "over space per sample, frame and field (PDEArena scaledl2), averaged",
+    "one_step_rel_l1": "sum |pred - y| / sum |y| over space and all fields per sample and frame (Poseidon), averaged",
+    "one_step_rel_l1_median": "the median over samples and frames of the one-step relative L1 (Poseidon's headline)",
+    "rollout_rel_l2": "`steps` autoregressive steps from the true frames before `start`; the mean over steps of the "
+                      "per-step relative L2 (PDEArena's unrolled error)",
+    "rollout_rel_l1": "as rollout_rel_l2 with Poseidon's relative L1",
+    "final_rel_l2": "the relative L2 of the last rollout step",
+    "rel_l2_stepNN": "the relative L2 of rollout step NN",
+    "rollout_steps": "number of autoregressive steps", "start_frame": "first predicted frame",
+    "trajectories": "number of trajectories the metrics come from", "resolution": "grid side of the data",
+}
+
+
 class RolloutTask(Task):
     name = "pde-rollout"
-    datasets = {
-        "navier-stokes": "2-D incompressible NS vorticity, FNO recipe (nu=1e-3), 64x64, 21 frames (t=0..20); "
-                         "generated (256 train / 32 val / 32 test trajectories); or --data a PDEArena/PDEBench "
-                         ".h5 or Poseidon .nc file",
+    DATASETS = {
+        "navier-stokes": DatasetEntry(
+            "2-D incompressible NS vorticity, FNO recipe (nu=1e-3), 64x64, 21 frames (t=0..20); generated "
+            "(256 train / 32 val / 32 test trajectories); or --data a PDEArena/PDEBench .h5 or Poseidon .nc file",
+            lambda split, model, options: _generated_navier_stokes(split, model, options)),
     }
+    Options = RolloutOptions
+    model_protocol = RolloutModel
+    metric_definitions = METRICS
     default_batch_size = 16
     default_lr = 1e-3
     default_steps = 2000
     main_metric = "rollout_rel_l2"
 
     # ---- data ---------------------------------------------------------------------------------
-    @staticmethod
-    def _fields(model_config: dict):
-        fields = model_config.get("fields")
-        return list(fields) if isinstance(fields, (list, tuple)) else None
-
-    def load_dataset(self, dataset, split, data_path, model_config, options):
+    def read_data(self, path, dataset, split, model, options):
         from zoo.data import navier_stokes as ns
-
-        fields = self._fields(model_config)
-        history = int(model_config.get("time_history", 1))
-        if data_path:
-            traj = ns.read_file(data_path, split=split, fields=fields, limit=options.get("limit"),
-                                transpose=bool(options.get("transpose", False)))
-        elif dataset == "navier-stokes":
-            params = {k: options[k] for k in ("resolution", "frames", "dt", "nu", "record_every") if k in options}
-            traj = ns.load_generated(split, seed=int(options.get("data_seed", 0)), size=options.get("size"),
-                                     fields=fields, **params)
-        elif dataset is None:
-            raise DataError("give --dataset navier-stokes or --data PATH")
-        else:
-            raise UnknownNameError("dataset for the pde-rollout task", dataset, self.datasets)
-        ns.check_frames(traj)
-        self._check_resolution(traj, model_config)
-        frames = torch.from_numpy(np.ascontiguousarray(traj.frames))
-        return RolloutDataset(frames, history, traj.fields, traj.source, options.get("start"),
-                              {"resolution": int(frames.shape[-1]), **traj.info})
-
-    @staticmethod
-    def _check_resolution(traj, model_config: dict) -> None:
-        n = traj.frames.shape[-1]
-        trained = model_config.get("resolution")
-        if trained is not None and int(trained) != n:
-            raise DataError(f"{traj.source}: the grid is {n}x{n}, this model was trained at {trained}x{trained} "
-                            f"and is not resolution-invariant; resample the data or use a checkpoint made at {n}")
-        if "image_size" in model_config:   # DRIFT-Net: resamples spectrally to its own grid
-            if n % 2:
-                raise DataError(f"{traj.source}: the grid is {n}x{n}; spectral resampling needs an even size")
-        elif n % 16:                          # SineNet: four 2x poolings
-            raise DataError(f"{traj.source}: the grid is {n}x{n}; SineNet's four 2x poolings need a multiple of 16")
+        traj = ns.read_file(path, split=split, fields=list(model.fields), limit=options.get("limit"),
+                            transpose=bool(options.get("transpose", False)))
+        return _rollout_set(traj, model, options)
 
     # ---- training -----------------------------------------------------------------------------
     def prepare(self, model, dataset, options):
         """Fit the per-field standardisation on the training trajectories (models built without it)."""
-        if options.get("pretrained") or not getattr(model, "stats_from_data", False):
-            return
-        fr = dataset.frames
-        mean = fr.mean(dim=(0, 1, 3, 4))
-        std = fr.std(dim=(0, 1, 3, 4)).clamp_min(1e-6)
-        with torch.no_grad():
-            model.field_mean.copy_(mean.reshape(model.field_mean.shape))
-            model.field_std.copy_(std.reshape(model.field_std.shape))
+        if model.stats_from_data and not options.get("pretrained"):
+            model.fit_field_stats(dataset.frames.to(device_of(model)))
 
     def loss(self, model, batch):
-        pred = model.step(batch["history"])
-        if hasattr(model, "loss"):
-            return model.loss(pred, batch["target"])
-        loss = _rel_l2(pred, batch["target"]).mean()
-        return loss, {"rel_l2": float(loss.detach())}
+        batch = to_device(batch, device_of(model))
+        return model.loss(model.step(batch["history"]), batch["target"])
 
-    def example_batch(self, model, model_config, options):
+    def example_batch(self, model, options):
         b = int(options.get("batch_size") or 2)
-        n = int(options.get("resolution") or options.get("imgsz") or model_config.get("resolution")
-                or model_config.get("image_size") or 64)
+        n = int(options.get("resolution") or model.native_grid or 64)
         c = len(model.fields)
         return {"history": torch.randn(b, model.time_history, c, n, n), "target": torch.randn(b, c, n, n)}
 
@@ -161,7 +190,7 @@ class RolloutTask(Task):
         start = dataset.start
         if options.get("start") is not None:
             start = max(int(options["start"]), dataset.history)
-        asked = options.get("steps") or options.get("rollout_steps")
+        asked = options.get("steps")
         steps = int(asked) if asked else 10
         if start + steps > t:
             if asked:
@@ -175,11 +204,12 @@ class RolloutTask(Task):
         model.eval()
         start, steps = self._steps(dataset, options)
         frames = dataset.frames
+        device = device_of(model)
         bs = int(options.get("batch_size") or 16)
         t = frames.shape[1]
         one_l2, one_l1, roll_l2, roll_l1 = [], [], [], []
         for lo in range(0, frames.shape[0], bs):
-            chunk = frames[lo:lo + bs]
+            chunk = frames[lo:lo + bs].to(device)
             for j in range(start, t):
                 pred = model.step(chunk[:, j - model.time_history:j])
                 one_l2.append(_rel_l2(pred, chunk[:, j]).mean(dim=1))
@@ -188,9 +218,9 @@ class RolloutTask(Task):
             truth = chunk[:, start:start + steps]
             roll_l2.append(torch.stack([_rel_l2(preds[:, k], truth[:, k]).mean(dim=1) for k in range(steps)], 1))
             roll_l1.append(torch.stack([_rel_l1(preds[:, k], truth[:, k]) for k in range(steps)], 1))
-        one_l2_all, one_l1_all = torch.cat(one_l2), torch.cat(one_l1)
-        per_step_l2 = torch.cat(roll_l2).mean(0)
-        per_step_l1 = torch.cat(roll_l1).mean(0)
+        one_l2_all, one_l1_all = torch.cat(one_l2).cpu(), torch.cat(one_l1).cpu()
+        per_step_l2 = torch.cat(roll_l2).mean(0).cpu()
+        per_step_l1 = torch.cat(roll_l1).mean(0).cpu()
         out = {"one_step_rel_l2": float(one_l2_all.mean()), "one_step_rel_l1": float(one_l1_all.mean()),
                "one_step_rel_l1_median": float(one_l1_all.median()),
                "rollout_rel_l2": float(per_step_l2.mean()), "rollout_rel_l1": float(per_step_l1.mean()),
@@ -203,11 +233,7 @@ class RolloutTask(Task):
     @torch.inference_mode()
     def predict(self, model, input, dataset, save, options):
         if input:
-            cfg = {"fields": list(model.fields), "time_history": model.time_history}
-            for key in ("image_size", "resolution"):
-                if getattr(model, key, None):
-                    cfg[key] = getattr(model, key)
-            dataset = self.load_dataset(None, options.get("split", "test"), input, cfg, options)
+            dataset = self.load_dataset(None, "test", input, model, options)
         if dataset is None:
             raise DataError("predict needs trajectories: give --dataset navier-stokes, --data PATH or a file as INPUT")
         model.eval()
@@ -215,11 +241,11 @@ class RolloutTask(Task):
         if not 0 <= i < dataset.frames.shape[0]:
             raise DataError(f"trajectory index {i} is out of range (the data has {dataset.frames.shape[0]})")
         start, steps = self._steps(dataset, options)
-        traj = dataset.frames[i:i + 1]
-        preds = self._rollout(model, traj, start, steps)[0]
-        truth = traj[0, start:start + steps]
+        traj = dataset.frames[i:i + 1].to(device_of(model))
+        preds = self._rollout(model, traj, start, steps)[0].cpu()
+        truth = traj[0, start:start + steps].cpu()
         per_step = [float(_rel_l2(preds[k:k + 1], truth[k:k + 1]).mean()) for k in range(steps)]
-        field = options.get("field", dataset.fields[0])
+        field = options.get("field") or dataset.fields[0]
         if field not in dataset.fields:
             raise DataError(f"no field '{field}' to draw; the data has {dataset.fields}")
         summary = {"trajectory": i, "start_frame": start, "steps": steps, "field": field,
@@ -230,19 +256,16 @@ class RolloutTask(Task):
                      title=f"{type(model).__name__} rollout on {dataset.source}")
         return summary
 
-    def example_input(self, model, model_config, options):
+    def example_input(self, model, options):
         b = int(options.get("batch_size") or 2)
-        n = options.get("resolution") or options.get("imgsz")
+        n = options.get("resolution")
         return tuple(model.example_input(b, int(n) if n else None))
 
 
 def _animate(truth: np.ndarray, pred: np.ndarray, per_step: list[float], start: int, field: str, save: Path,
              title: str) -> None:
     """truth | prediction | error over the rollout, as a GIF (or the last frame as PNG/JPG/PDF)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    plt = pyplot()
 
     err = pred - truth
     vmax = float(max(np.abs(truth).max(), np.abs(pred).max())) or 1.0
@@ -265,16 +288,22 @@ def _animate(truth: np.ndarray, pred: np.ndarray, per_step: list[float], start: 
                       f"rel. L2 {per_step[k]:.2%}")
         return ims
 
-    save.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save.with_name(f".{save.stem}.tmp{save.suffix}")
+    if save.suffix.lower() != ".gif":
+        show(len(per_step) - 1)
+        save_figure(fig, save)
+        return
+
+    def write_gif(tmp: Path) -> None:
+        from PIL import Image
+        frames = []
+        for k in range(len(per_step)):
+            show(k)
+            fig.canvas.draw()
+            frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
+        # 2 frames per second, looping; the format is named because the temp file has no .gif suffix
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=500, loop=0)
+
     try:
-        if save.suffix.lower() == ".gif":
-            anim = FuncAnimation(fig, show, frames=len(per_step), blit=False)
-            anim.save(str(tmp), writer=PillowWriter(fps=2))
-        else:
-            show(len(per_step) - 1)
-            fig.savefig(tmp, dpi=110)
-        tmp.replace(save)
+        atomic_write(save, write_gif)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
