@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _load(name_or_folder: str):
-    from zoo.api import load
+    from zoo.loading import load
     return load(name_or_folder, pretrained=True, require_weights=not Path(name_or_folder).is_dir())
 
 
@@ -41,7 +41,7 @@ def accuracy(drift, sine, start: int, steps: int) -> dict:
     task = get_task("pde-rollout")
     out = {}
     for label, loaded in (("drift-net", drift), ("sinenet", sine)):
-        ds = task.load_dataset("navier-stokes", "test", None, loaded.config, {"start": start})
+        ds = task.load_dataset("navier-stokes", "test", None, loaded.model, {"start": start})
         m = task.evaluate(loaded.model, ds, {"start": start, "steps": steps})
         out[label] = {"model": loaded.full_name, "one_step_rel_l2": m["one_step_rel_l2"],
                       f"rollout{steps}_rel_l2": m["rollout_rel_l2"], "final_rel_l2": m["final_rel_l2"],

@@ -310,9 +310,9 @@ class OperatorTask(Task):
         in other units (e.g. a neuraloperator file given to an FNO-units checkpoint), not an error
         to measure."""
         stats = model.output_stats()
-        if stats is None or not hasattr(dataset, "values") or len(dataset) == 0:
+        if stats is None or len(dataset) == 0:
             return
-        mask = getattr(dataset, "mask", None)
+        mask = dataset.mask
         vals = dataset.values if mask is None else dataset.values[(mask.expand_as(dataset.values) > 0.5)]
         data_rms = float(vals.pow(2).mean().sqrt())
         model_rms = (stats[0] ** 2 + stats[1] ** 2) ** 0.5
@@ -342,7 +342,7 @@ class OperatorTask(Task):
             n_points += int(mask.sum())
             rel.append((err.norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)).cpu())
         rel_all = torch.cat(rel)
-        if dataset_meta(dataset).get("rel_l2") == "global":
+        if dataset.meta.get("rel_l2") == "global":
             rel_l2 = (sq_sum / max(true_sq, 1e-24)) ** 0.5
         else:
             rel_l2 = float(rel_all.mean())
@@ -357,7 +357,7 @@ class OperatorTask(Task):
             raise DataError("predict needs a dataset (--dataset or --data)")
         if not 0 <= i < len(dataset):
             raise DataError(f"sample index {i} is out of range (the set has {len(dataset)})")
-        kind = dataset_meta(dataset).get("kind")
+        kind = dataset.meta.get("kind")
         if kind not in _PICTURES:
             raise DataError("predict: this dataset has no picture defined")
         self._check_units(model, dataset)
@@ -369,10 +369,6 @@ class OperatorTask(Task):
 
     def example_input(self, model, options):
         return tuple(model.example_input(int(options.get("batch_size") or 8)))
-
-
-def dataset_meta(dataset) -> dict:
-    return getattr(dataset, "meta", None) or {}
 
 
 # ---- pictures (predict) ------------------------------------------------------------------------
