@@ -205,3 +205,14 @@ def test_cli_bad_data_file_is_one_line(tmp_path):
     assert "Traceback" not in done.stderr and "not a MATLAB" in done.stderr
     done = run_zoo("eval", "deeponet", "--dataset", "darkcy")
     assert done.returncode == 2 and "did you mean 'darcy'" in done.stderr
+
+
+@pytest.mark.parametrize("which, split, opts", [("16", "test", {}), ("32", "test", {"resolution": 32})])
+def test_zoo_evaluate_gives_equal_metrics_for_the_built_in_set_and_the_same_file(which, split, opts):
+    import zoo
+    built_in = zoo.evaluate("deeponet", dataset="darcy-neuralop", split=split, **opts)
+    as_file = zoo.evaluate("deeponet.darcy-neuralop", data=str(darcy.real_file(which)), split=split)
+    assert built_in["model"] == as_file["model"] == "deeponet.darcy-neuralop"
+    assert built_in["metrics"] == as_file["metrics"]
+    with pytest.raises(DataError, match="use --dataset darcy-neuralop"):
+        zoo.evaluate("deeponet", dataset="darcy", data=str(darcy.real_file(which)), split=split)
