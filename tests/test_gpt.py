@@ -116,7 +116,10 @@ def test_versatile_aux_loss_only_in_training():
     model.eval()(x)
     assert model.aux_loss() is None
     assert 1.0 <= model.mean_loops() <= 4.0
-    assert G.gpt_mini(vocab=VOCAB, depth=1).aux_loss() is None
+    assert model.token_stats() == {"mean_loops": model.mean_loops()}
+    plain = G.gpt_mini(vocab=VOCAB, depth=1)
+    plain(x)
+    assert plain.aux_loss() is None and plain.token_stats() == {}
 
 
 def test_tied_embeddings_share_one_matrix():
