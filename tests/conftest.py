@@ -20,5 +20,5 @@ def _isolated_caches(tmp_path_factory):
 def run_zoo(*args, env=None, timeout=600, cwd=None):
     """Run the CLI as a user would: a fresh process, its exit code and both streams."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd or ROOT)

@@ -116,8 +116,8 @@ def test_whole_model_pickle_is_read_through_stand_ins(tmp_path):
 
 @pytest.fixture()
 def tiny_registry(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOO_REGISTRY", str(tiny.write_registry(tmp_path / "registry.yaml")))
-    monkeypatch.setitem(zconvert.CONVERTERS, "tiny", "hubtools.tiny:convert_state_dict")
+    monkeypatch.setenv("ZOO_REGISTRY", str(tiny.write_registry(tmp_path / "registry.yaml",
+                                                               converter="hubtools.tiny:convert_state_dict")))
 
 
 def test_convert_writes_a_checkpoint_that_loads_strictly(tmp_path, tiny_registry):
@@ -137,7 +137,8 @@ def test_convert_writes_a_checkpoint_that_loads_strictly(tmp_path, tiny_registry
 
 def test_convert_refuses_weights_that_do_not_fit(tmp_path, tiny_registry):
     src, _ = _official_checkpoint(tmp_path)
-    tiny.write_registry(os.environ["ZOO_REGISTRY"], depth=3)  # our config has one layer more
+    tiny.write_registry(os.environ["ZOO_REGISTRY"], depth=3,  # our config has one layer more
+                        converter="hubtools.tiny:convert_state_dict")
     with pytest.raises(CheckpointError) as err:
         zconvert.convert("tiny-mlp", src, tmp_path / "converted")
     assert "converted weights for 'tiny-mlp' do not match" in str(err.value) and "missing" in str(err.value)

@@ -35,7 +35,7 @@ def test_onnx_has_a_dynamic_batch_axis(darcy_run, tmp_path):
 
 
 def test_export_drifting_past_tolerance_fails_and_leaves_no_file(darcy_run, tmp_path, monkeypatch):
-    from zoo import export as ex
+    import zoo.verbs.export as ex
 
     real = ex._EXPORTERS["torchscript"]
 

@@ -31,7 +31,7 @@ def test_wheel_ships_registry_and_cli_inside_zoo(tmp_path):
     # run the installed copy from outside the checkout: it must find its own registry
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run([sys.executable, "-c", "import sys; sys.argv=['zoo','list','--json'];"
-                          "import zoo, zoo.cli.main as m; print(zoo.__file__, file=sys.stderr); m.main()"],
+                          "import zoo, zoo.__main__ as m; print(zoo.__file__, file=sys.stderr); m.main()"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert str(target) in run.stderr

@@ -36,6 +36,16 @@ def test_every_family_of_the_brief_is_listed():
     ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: t\n    status: planned\n"
      "    description: d\n    paper: {title: p}\n    colour: red\n", "entry 'm', field 'colour'"),
     ("version: [1\n", "not valid YAML"),
+    # references are checked: a ready model's task needs its file, its builder a module
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: segmentashun\n    status: ready\n"
+     "    builder: 'zoo.models.deeponet:deeponet'\n    description: d\n    paper: {title: p}\n",
+     "entry 'm', field 'task': no task 'segmentashun'"),
+    ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: operator\n    status: ready\n"
+     "    builder: 'zoo.models.nope:nope'\n    description: d\n    paper: {title: p}\n",
+     "entry 'm', field 'builder': no module 'zoo.models.nope'"),
+    ("version: 1\nhub_org: zoo\nfamilies:\n  f: {converter: 'zoo.convert.nope:f'}\nmodels:\n  m:\n    family: f\n"
+     "    task: operator\n    status: planned\n    description: d\n    paper: {title: p}\n",
+     "family 'f', field 'converter': no module 'zoo.convert.nope'"),
 ])
 def test_malformed_entry_is_one_line_naming_entry_and_field(text, needle):
     with pytest.raises(ConfigError) as exc:
@@ -71,7 +81,7 @@ def test_planned_model_cannot_be_built():
 def test_cli_list_is_fast_and_does_not_import_torch():
     # CPU time, not wall time: the answer must not depend on what else the machine is doing
     code = ("import sys, time; t=time.process_time(); sys.argv=['zoo','list','--json'];\n"
-            "from zoo.cli.main import main\n"
+            "from zoo.__main__ import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', time.process_time()-t, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -115,3 +125,20 @@ def test_cli_usage_error_is_short_not_a_traceback():
     done = run_zoo("bench", "deeponet", "--no-such-option")
     assert done.returncode == 2
     assert "No such option" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_family_block_fills_what_variants_share():
+    text = ("version: 1\nhub_org: zoo\nfamilies:\n  f:\n    task: operator\n"
+            "    builder: 'zoo.models.deeponet:deeponet'\n    paper: {title: shared}\n"
+            "models:\n  a:\n    family: f\n    status: ready\n    description: d\n"
+            "  b:\n    family: f\n    status: ready\n    description: d\n    paper: {title: own}\n")
+    reg = registry.parse_registry(text)
+    assert reg.models["a"].paper.title == "shared" and reg.models["b"].paper.title == "own"
+    assert reg.models["a"].builder == "zoo.models.deeponet:deeponet" and reg.models["b"].task == "operator"
+
+
+def test_list_models_takes_a_wildcard_like_timm():
+    import zoo
+    assert zoo.list_models("mhaf*") == [n for n in registry.load_registry().models if n.startswith("mhaf")]
+    assert zoo.list_models("deeponet", pretrained=True) == ["deeponet.antiderivative", "deeponet.darcy",
+                                                            "deeponet.darcy-neuralop"]

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from zoo import train
+from zoo._io import atomic_torch_save
 from zoo.errors import CheckpointError
 from tests.conftest import ROOT, run_zoo
 
@@ -29,7 +29,7 @@ def test_resume_after_kill_ends_like_an_uninterrupted_run(tmp_path):
 
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", *ARGS, "--out", str(run)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *ARGS, "--out", str(run)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run / ".train" / "state.pt"
     deadline = time.time() + 120
@@ -62,7 +62,7 @@ def test_resume_with_nothing_to_resume(tmp_path):
 
 def test_a_write_killed_midway_leaves_the_previous_state(tmp_path, monkeypatch):
     path = tmp_path / "state.pt"
-    train._atomic_torch_save({"step": 1}, path)
+    atomic_torch_save({"step": 1}, path)
 
     def boom(obj, f):
         f.write(b"partial")
@@ -70,7 +70,7 @@ def test_a_write_killed_midway_leaves_the_previous_state(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        train._atomic_torch_save({"step": 2}, path)
+        atomic_torch_save({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
