@@ -25,6 +25,11 @@ def pull(name: str = typer.Argument(..., help="NAME or NAME.TAG"),
          as_json: bool = JsonOpt):
     """Fetch a checkpoint and check every file's sha256 against the registry."""
     import zoo.hub as zhub
+    from zoo.loading import is_checkpoint_dir
+
+    if is_checkpoint_dir(name):   # a run folder is accepted wherever a name is: nothing to fetch
+        out.print(f"{name} is a run folder, already local: nothing to pull", highlight=False, soft_wrap=True)
+        return
 
     res = zhub.pull_checkpoint(name, hub=hub, progress=not (quiet or as_json))
     if as_json:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from zoo import api
@@ -35,13 +36,41 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """A model zoo of multi-branch research architectures: one set of verbs for every model."""
 
 
-def _metrics_table(title: str, metrics: dict) -> Table:
-    t = Table(title=title, show_header=True)
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for k, v in metrics.items():
-        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+def _table(*cols: str, right: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> Table:
+    """A table that fits 80 columns: names are never cut (no_wrap), only the columns in `wrap` wrap
+    (at word boundaries), and a light box leaves the width to the content."""
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for c in cols:
+        t.add_column(c, justify="right" if c in right else "left", no_wrap=c not in wrap,
+                     overflow="fold" if c in wrap else "ellipsis")
     return t
+
+
+def _heading(text: str) -> None:
+    # a plain line instead of a centred table title, which rich breaks anywhere on a narrow terminal
+    out.print(f"[bold]{text}[/]", highlight=False)
+
+
+def _metrics_table(title: str, metrics: dict) -> Table:
+    _heading(title)
+    t = _table("metric", "value", right=("value",))
+    for k, v in metrics.items():
+        t.add_row(k, _number(k, v))
+    return t
+
+
+_COUNTS = ("params", "samples", "images", "detections", "tokens", "trajectories", "rollout_steps")
+
+
+def _number(metric: str, v) -> str:
+    """Counts as integers (parameters as 7.1M), other numbers with 4-6 significant digits."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and metric in _COUNTS:
+        if metric == "params":
+            return f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v / 1e3:.1f}K" if v >= 1e3 else f"{int(v)}"
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
 
 
 # ---- list / info ---------------------------------------------------------------------------------
@@ -57,62 +86,102 @@ def list_(pattern: Optional[str] = typer.Argument(None, help="shell-style wildca
     if as_json:
         _print_json(rows)
         return
-    t = Table(title=f"zoo models ({len(rows)})")
-    for col in ("name", "task", "family", "status", "checkpoints"):
-        t.add_column(col)
+    _heading(f"zoo models ({len(rows)})")
+    # the family is in --json and `zoo info`; without it every name fits 80 columns uncut
+    t = _table("name", "task", "status", "checkpoints", wrap=("checkpoints",))
     for r in rows:
         status = "[green]ready[/]" if r["status"] == "ready" else "[yellow]planned[/]"
-        t.add_row(r["name"], r["task"], r["family"], status, ", ".join(c.split(".", 1)[1] for c in r["checkpoints"]) or "-")
+        t.add_row(r["name"], r["task"], status, ", ".join(c.split(".", 1)[1] for c in r["checkpoints"]) or "-")
     out.print(t)
+
+
+def _say(text: str) -> None:
+    """Prose wrapped at word boundaries; long tokens (URLs, paths) are never cut."""
+    out.print(text, highlight=False)
 
 
 @app.command()
 def info(name: str, as_json: bool = JsonOpt):
-    """Paper, licence, checkpoints, datasets; the paper's numbers and ours side by side."""
+    """Paper, licence, checkpoints, datasets; the paper's numbers and ours side by side. A run folder
+    shows its config, metrics and the command that made it."""
     data = api.info(name)
     if as_json:
         _print_json(data)
         return
+    if data.get("run"):
+        _run_info(data)
+    else:
+        _model_info(data)
+    _definitions(data)
+
+
+def _run_info(data: dict) -> None:
+    _say(f"[bold]{data['name']}[/]  (a run of {data['model']}: {data['family']}, task {data['task']})")
+    if data.get("dataset"):
+        _say(f"trained on: {data['dataset']}")
+    if data.get("made_by"):
+        _say(f"made by: {data['made_by']}")
+    if data.get("train"):
+        _say("training: " + ", ".join(f"{k} {_number(k, v)}" for k, v in data["train"].items()))
+    cfg = ", ".join(f"{k}={v}" for k, v in data["config"].items())
+    _say(f"config: {cfg or '(the architecture defaults)'}")
+    if data.get("metrics"):
+        out.print(_metrics_table(f"metrics ({data.get('eval_data') or 'measured at the end of the run'})",
+                                 data["metrics"]))
+
+
+def _model_info(data: dict) -> None:
     p = data["paper"]
-    out.print(f"[bold]{data['name']}[/]  ({data['family']}, task {data['task']}, {data['status']})")
-    out.print(data["description"])
-    out.print(f"paper: {p['title']}" + (f"  arXiv:{p['arxiv']}" if p.get("arxiv") else "")
-              + (f"  {p['venue']}" if p.get("venue") else ""))
-    out.print(f"official code: {p.get('code') or 'none published'}  (licence: {p.get('code_license') or 'unknown'})")
+    _say(f"[bold]{data['name']}[/]  ({data['family']}, task {data['task']}, {data['status']})")
+    _say(data["description"])
+    _say(f"paper: {p['title']}" + (f"  arXiv:{p['arxiv']}" if p.get("arxiv") else "")
+         + (f"  {p['venue']}" if p.get("venue") else ""))
+    _say(f"official code: {p.get('code') or 'none published'}  (licence: {p.get('code_license') or 'unknown'})")
     if data.get("ours"):
-        out.print("[italic]a size configuration of ours, not a paper variant[/]")
+        _say("[italic]a size configuration of ours, not a paper variant[/]")
     if data.get("datasets"):
-        out.print("datasets: " + ", ".join(data["datasets"]))
+        _say("datasets: " + ", ".join(data["datasets"]))
     if data.get("weights_note"):
-        out.print(f"weights: {data['weights_note']}")
-    t = Table(title="reported (paper) vs measured (ours)")
-    for col in ("metric", "dataset", "paper", "source", "ours", "checkpoint"):
-        t.add_column(col)
+        _say(f"weights: {data['weights_note']}")
     ours = {}
     for tag, ck in data["checkpoints"].items():
         for m, v in ck["metrics"].items():
             ours.setdefault((m, ck["dataset"]), (v, tag))
-    shown = set()
+    t = _table("metric", "dataset", "paper", "ours", right=("paper", "ours"))
+    sources, shown = [], set()
     for r in data["reported"]:
         key = (r["metric"], r.get("dataset"))
         mine = ours.get(key)
         shown.add(key)
-        t.add_row(r["metric"], r.get("dataset") or "-", str(r["value"]), r["source"],
-                  f"{mine[0]:.4g}" if mine else "-", mine[1] if mine else "-")
+        sources.append(f"[{len(sources) + 1}] {r['source']}" + (f"; {r['note']}" if r.get("note") else ""))
+        t.add_row(r["metric"], r.get("dataset") or "-", f"{_number(r['metric'], r['value'])} [{len(sources)}]",
+                  _number(r["metric"], mine[0]) if mine else "-")
     for (m, ds), (v, tag) in ours.items():
         if (m, ds) not in shown:
-            t.add_row(m, ds, "-", "-", f"{v:.4g}", tag)
+            t.add_row(m, ds, "-", _number(m, v))
     if t.row_count:
+        out.print()
+        _heading("reported (paper) vs measured (ours, by the checkpoint trained on that dataset)")
         out.print(t)
+        for line in sources:
+            _say(line)
     if data["checkpoints"]:
-        c = Table(title="checkpoints")
-        for col in ("name", "dataset", "repo@revision", "licence", "made by"):
-            c.add_column(col, overflow="fold")
+        out.print()
+        _heading("checkpoints")
         for tag, ck in data["checkpoints"].items():
             star = " (default)" if tag == data.get("default_checkpoint") else ""
-            c.add_row(f"{data['name']}.{tag}{star}", ck["dataset"], f"{ck['repo']}@{ck['revision'][:12]}",
-                      ck["license"], ck["made_by"])
-        out.print(c)
+            _say(f"{data['name']}.{tag}{star}: dataset {ck['dataset']}, {ck['repo']}@{ck['revision'][:12]}, "
+                 f"licence {ck['license']}")
+            _say(f"  made by: {ck['made_by']}")
+
+
+def _definitions(data: dict) -> None:
+    defs = data.get("metric_definitions") or {}
+    if defs:
+        out.print()
+        _heading(f"metrics of the {data['task']} task")
+        for k, v in defs.items():
+            _say(f"{k}: {v}")
 
 
 # ---- eval / predict ------------------------------------------------------------------------------
@@ -161,7 +230,8 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
 @app.command()
 def finetune(name: str,
              dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
-             out_dir: Path = typer.Option(..., "--out", help="the run folder (a checkpoint folder at the end)"),
+             out_dir: Optional[Path] = typer.Option(None, "--out", help="the run folder, a checkpoint folder at the "
+                                                    "end (default: runs/finetune/NAME-N, the next free N)"),
              data: Optional[str] = typer.Option(None, "--data"),
              steps: Optional[int] = typer.Option(None, "--steps"),
              epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -171,7 +241,10 @@ def finetune(name: str,
              resume: bool = typer.Option(False, "--resume", help="continue the run in --out after a crash"),
              nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="processes (DDP via torch.distributed.run)"),
              save_every: Optional[int] = typer.Option(None, "--save-every"),
-             pretrained: bool = typer.Option(False, "--pretrained/--scratch", help="start from the checkpoint's weights"),
+             pretrained: Optional[bool] = typer.Option(None, "--pretrained/--scratch",
+                                                       help="start from the checkpoint's weights, or from random "
+                                                            "init (default: pretrained when the model has a "
+                                                            "checkpoint for --dataset)"),
              method: Optional[str] = typer.Option(None, "--method", help="training method (classification: bp, man, auglocal)"),
              local_blocks: Optional[int] = typer.Option(None, "--local-blocks"),
              aux_depth: Optional[int] = typer.Option(None, "--aux-depth"),
@@ -188,8 +261,10 @@ def finetune(name: str,
     if as_json:
         _print_json(res)
         return
-    out.print(f"[green]done[/]: {res['steps']} steps, final loss {res['final_loss']:.4g}, "
-              f"{res['steps_per_s']:.1f} steps/s x {res['world_size']} process(es) -> {res['out']}")
+    start = "from the checkpoint" if res.get("pretrained") else "from random init"
+    out.print(f"[green]done[/]: {res['steps']} steps {start}, final loss {res['final_loss']:.4g}, "
+              f"{res['steps_per_s']:.1f} steps/s x {res['world_size']} process(es)", highlight=False)
+    out.print(f"run saved to {res['out']}", highlight=False, soft_wrap=True)
     if res.get("metrics"):
         out.print(_metrics_table("test metrics", res["metrics"]))
 
@@ -236,14 +311,19 @@ def bench(name: str,
         _print_json(res)
         return
     rows = res["results"]
-    t = Table(title=f"bench ({res['mode']}, batch {res['batch_size']}, {res['device']}, {res['threads']} threads)")
-    cols = ["model", "params", "GFLOPs", "p50 ms", "p90 ms", "samples/s", "peak MB"]
-    for c in cols:
-        t.add_column(c, justify="right" if c != "model" else "left")
-    for r in rows:
-        t.add_row(r["model"], f"{r['params']:,}", f"{r['gflops']:.4g}" if r["gflops"] is not None else "-",
+    _heading(f"bench ({res['mode']}, batch {res['batch_size']}, {res['device']}, {res['threads']} threads)")
+    t = _table("model", "params", "GFLOPs", "p50 ms", "p90 ms", "samples/s", "peak MB",
+               right=("params", "GFLOPs", "p50 ms", "p90 ms", "samples/s", "peak MB"))
+    long_names = max((len(r["model"]) for r in rows), default=0) > 24
+    for i, r in enumerate(rows):
+        # a long name (a run folder's path) goes on its own line above the numbers, never cut
+        label = f"[{i + 1}]" if long_names else r["model"]
+        t.add_row(label, _number("params", r["params"]), f"{r['gflops']:.4g}" if r["gflops"] is not None else "-",
                   f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['throughput']:.1f}",
                   f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-")
+    if long_names:
+        for i, r in enumerate(rows):
+            _say(f"[{i + 1}] {r['model']}")
     out.print(t)
     for k, v in res.get("ratios", {}).items():
         out.print(f"{k}: {v:.3f}")

@@ -25,8 +25,28 @@ def model_rows(pattern: str | None = None, *, task: str | None = None, family: s
 
 
 def info(name: str) -> dict:
-    """Everything the registry says about a model, as plain data."""
-    return _reg.info(name)
+    """Everything the registry says about a model (or a run folder's config.json says about the
+    run), with the task's metric definitions, as plain data."""
+    from zoo.loading import is_checkpoint_dir, run_info
+    from zoo.tasks import metric_definitions
+
+    data = run_info(name) if is_checkpoint_dir(name) else _reg.info(name)
+    data["metric_definitions"] = metric_definitions(data["task"])
+    for row in data.get("reported", []):
+        row["value"] = _count(row["metric"], row["value"])
+    for ck in [data, *data.get("checkpoints", {}).values()]:
+        ck["metrics"] = {k: _count(k, v) for k, v in (ck.get("metrics") or {}).items()}
+    return data
+
+
+# metrics that count things: integers in JSON (the registry's YAML may hold 2.2e6 as a float)
+_COUNTS = {"params", "samples", "images", "detections", "tokens", "trajectories", "rollout_steps"}
+
+
+def _count(metric: str, value):
+    if metric in _COUNTS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def create_model(name: str, pretrained: bool = False, *, hub: str | None = None, device: str | None = None,
@@ -72,12 +92,13 @@ def predict(name: str, input: str | None = None, *, dataset: str | None = None, 
     return _predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device, options=options)
 
 
-def finetune(name: str, *, dataset: str | None = None, out: str | Path, data: str | None = None,
+def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = None, data: str | None = None,
              steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
-             save_every: int | None = None, pretrained: bool = False, hub: str | None = None,
+             save_every: int | None = None, pretrained: bool | None = None, hub: str | None = None,
              progress: bool = True, device: str | None = None, accumulate: int = 1, **options) -> dict:
-    """Train (from scratch, or from the checkpoint with pretrained=True) into a checkpoint folder."""
+    """Train into a checkpoint folder (`out`, default runs/finetune/<name>-N). pretrained=None starts
+    from the checkpoint when the model has one for `dataset`, else from random init; False: scratch."""
     from zoo.verbs.finetune import finetune as _finetune
     return _finetune(name, dataset=dataset, out=out, data=data, steps=steps, epochs=epochs,
                      batch_size=batch_size, lr=lr, seed=seed, resume=resume, nproc_per_node=nproc_per_node,

@@ -22,6 +22,7 @@ class Loaded:
     dataset: str | None = None  # what the weights were trained on
     folder: Path | None = None  # where the weights came from
     meta: dict = field(default_factory=dict)
+    run: bool = False           # loaded from a run/checkpoint folder the user named
 
     @property
     def task(self):
@@ -30,6 +31,9 @@ class Loaded:
 
     @property
     def full_name(self) -> str:
+        # a run folder is reported under its path, never under the official checkpoint's name
+        if self.run and self.folder is not None:
+            return str(self.folder)
         if self.tag:
             return f"{self.name}.{self.tag}"
         return str(self.folder) if self.folder is not None else self.name
@@ -38,6 +42,23 @@ class Loaded:
 def is_checkpoint_dir(name: str) -> bool:
     p = Path(name)
     return ("/" in name or name.startswith(".")) and p.is_dir()
+
+
+def run_info(folder: str) -> dict:
+    """`zoo info RUN_FOLDER`: what the folder's config.json says (model, dataset, config, metrics,
+    the command that made it), reported under the folder's path. Reads no weights, imports no torch."""
+    from zoo.checkpoint import read_config
+
+    meta = read_config(folder)
+    mname = meta.get("model")
+    entry = reg.load_registry().models.get(mname)
+    if entry is None:
+        raise CheckpointError(f"{folder}: config.json names model '{mname}', which the registry does not know")
+    return {"name": str(folder), "run": True, "model": mname, "family": entry.family,
+            "task": meta.get("task") or entry.task, "tag": meta.get("tag"), "dataset": meta.get("dataset"),
+            "config": {**entry.config, **(meta.get("config") or {})}, "metrics": meta.get("metrics") or {},
+            "eval_data": meta.get("eval_data"), "made_by": meta.get("command"), "train": meta.get("train") or {},
+            "license": meta.get("license"), "zoo_version": meta.get("zoo_version")}
 
 
 def resolve_device(device: str | None = None):
@@ -96,7 +117,7 @@ def load(name: str, *, pretrained: bool = True, dataset: str | None = None, hub:
         model = build(mname, entry, cfg)
         load_weights(model, name)
         loaded = Loaded(model, mname, meta.get("tag"), meta.get("task", entry.task), cfg,
-                        meta.get("dataset"), Path(name), meta)
+                        meta.get("dataset"), Path(name), meta, run=True)
         return _placed(loaded, device)
     mname, entry, tag = reg.resolve(name, dataset)
     if entry.status != "ready":

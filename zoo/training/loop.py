@@ -76,8 +76,8 @@ def command_line(args: dict) -> str:
     for key in ("dataset", "data", "steps", "epochs", "batch_size", "accumulate", "lr", "seed"):
         if args.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(args[key])]
-    if args.get("pretrained"):
-        parts.append("--pretrained")
+    # always explicit: `zoo finetune` starts from the checkpoint by default when one exists
+    parts.append("--pretrained" if args.get("pretrained") else "--scratch")
     for k, v in sorted(args.get("options", {}).items()):
         if k in ("json",):
             continue

@@ -24,10 +24,45 @@ class FinetuneOptions(Options):
     dtype: Optional[str] = Field(None, description="store weights as float16 to halve the file")
 
 
-def finetune(name: str, *, dataset: str | None = None, out: str | Path, data: str | None = None,
+RUNS = Path("runs") / "finetune"
+
+
+def next_run_dir(name: str, root: Path = RUNS) -> Path:
+    """`runs/finetune/<name>-N` with the first free N (ultralytics' habit); the folder is created
+    here so that two runs started at once never share it."""
+    stem = Path(name).name if ("/" in name or name.startswith(".")) else name
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = root / f"{stem}-{n}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def default_pretrained(name: str, dataset: str | None, data: str | None = None) -> tuple[bool, str | None]:
+    """Start from the checkpoint when the model has one for this dataset (timm/ultralytics start
+    from weights too); otherwise random init, with the one-line reason."""
+    import zoo.registry as reg
+    from zoo.loading import is_checkpoint_dir
+
+    if is_checkpoint_dir(name):
+        return True, None
+    mname, entry, tag = reg.resolve(name, dataset)
+    if data is not None and dataset is None and "." not in name:
+        return False, f"--data without --dataset: training {mname} from random init (--pretrained to start from its checkpoint)"
+    if tag is not None and (dataset is None or "." in name or entry.checkpoints[tag].dataset == dataset):
+        return True, None
+    return False, (f"{mname} has no checkpoint" + (f" for dataset '{dataset}'" if dataset else "")
+                   + "; training from random init (--scratch)")
+
+
+def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = None, data: str | None = None,
              steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
-             save_every: int | None = None, pretrained: bool = False, hub: str | None = None,
+             save_every: int | None = None, pretrained: bool | None = None, hub: str | None = None,
              progress: bool = True, device: str | None = None, accumulate: int = 1,
              options: dict | None = None) -> dict:
     from zoo.loading import resolve_device
@@ -49,11 +84,23 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path, data: st
         from zoo.errors import ConfigError
         raise ConfigError("--accumulate must be at least 1")
     dev = resolve_device(device)   # an unavailable device fails here, before any data work
+    notes = []
+    if pretrained is None:
+        pretrained, note = default_pretrained(name, dataset, data)
+        if note:
+            notes.append(note)
+            if progress:
+                import sys
+                print(f"note: {note}", file=sys.stderr)
+    if out is None:
+        if resume:
+            from zoo.errors import ConfigError
+            raise ConfigError("--resume needs --out: the run folder to continue")
+        out = next_run_dir(name)
     args = dict(name=name, dataset=dataset, out=str(out), data=data, steps=steps, epochs=epochs,
                 batch_size=batch_size, lr=lr, seed=seed, resume=resume, save_every=save_every,
                 pretrained=pretrained, hub=hub, progress=progress, device=str(dev) if device else None,
                 accumulate=accumulate, options=opts)
     from zoo.training import loop
-    if nproc_per_node > 1:
-        return loop.launch_distributed(args, nproc_per_node)
-    return loop.run(args)
+    res = loop.launch_distributed(args, nproc_per_node) if nproc_per_node > 1 else loop.run(args)
+    return {**res, "pretrained": pretrained, **({"notes": notes} if notes else {})}
