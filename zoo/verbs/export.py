@@ -18,6 +18,10 @@ class ExportOptions(Options):
     rtol: float = Field(1e-4, description="relative parity tolerance (of each output's largest magnitude)")
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2", "safetensors": ".safetensors"}
 
 
@@ -78,10 +82,12 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
     if fuse and hasattr(model, "fuse"):
         model = model.fuse() or model
         notes.append("re-parameterisable branches fused (use --no-fuse to keep them)")
+    base = model
+    task = loaded.task
+    # the example input comes from the model itself, not from its deploy view (a plain wrapper)
+    args = tuple(task.example_input(base, options))
     if hasattr(model, "export_model"):  # a deploy view (e.g. one head) when the model has one
         model = model.export_model()
-    task = loaded.task
-    args = tuple(task.example_input(model, options))
     with torch.inference_mode():
         ref = _flatten(model(*args))
     path = Path(out) if out else Path("exports") / f"{loaded.full_name}{FORMATS[format]}"
@@ -89,13 +95,14 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
     tmp = temp_path(path)
     t0 = time.perf_counter()
     try:
-        got = _EXPORTERS[format](model, args, tmp, loaded, notes)
+        got = _EXPORTERS[format](model, args, tmp, loaded, notes, base=base)
         os.replace(tmp, path)
     except ExportError:
         raise
     except Exception as exc:
+        # the whole message on one line: its first line often ends at a colon with the cause below
         raise ExportError(f"{format} export of {loaded.full_name} failed: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                          f"{one_line(str(exc))}") from None
     finally:
         tmp.unlink(missing_ok=True)
         for extra in tmp.parent.glob(tmp.name + "*"):
@@ -116,7 +123,7 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
 
 # ---- one function per format: write `path`, load it back, return its outputs ----------------------
 
-def _onnx(model, args, path, loaded, notes):
+def _onnx(model, args, path, loaded, notes, base=None):
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -147,7 +154,7 @@ def _dynamic_shapes(loaded, args):
                  for spec in axes)
 
 
-def _torchscript(model, args, path, loaded, notes):
+def _torchscript(model, args, path, loaded, notes, base=None):
     import torch
     with torch.inference_mode():
         traced = torch.jit.trace(model, args, check_trace=False)
@@ -157,7 +164,7 @@ def _torchscript(model, args, path, loaded, notes):
         return _flatten(back(*args))
 
 
-def _pt2(model, args, path, loaded, notes):
+def _pt2(model, args, path, loaded, notes, base=None):
     import torch
     try:
         prog = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(loaded, args))
@@ -170,22 +177,27 @@ def _pt2(model, args, path, loaded, notes):
         return _flatten(back(*args))
 
 
-def _safetensors(model, args, path, loaded, notes):
+def _safetensors(model, args, path, loaded, notes, base=None):
+    """The weights of the model itself (not of its deploy view, whose keys carry a wrapper prefix),
+    loaded back strictly into a freshly built model put in the same state (fused or not)."""
     import torch
     from safetensors.torch import load_file, save_file
 
     import zoo.registry as registry
     from zoo.loading import build
 
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    base = model if base is None else base
+    state = {k: v.detach().contiguous().clone() for k, v in base.state_dict().items()}
     save_file(state, str(path))
     fresh = build(loaded.name, registry.load_registry().models[loaded.name], loaded.config)
-    if hasattr(model, "fuse") and getattr(model, "fused", False) and hasattr(fresh, "fuse"):
+    if getattr(base, "fused", False) and hasattr(fresh, "fuse"):
         fresh = fresh.fuse() or fresh
-    if hasattr(fresh, "export_model") and hasattr(model, "export_model"):
-        fresh = fresh.export_model()
+        notes.append("safetensors: the fused (deploy) weights; load them into a model after .fuse(), "
+                     "or export with --no-fuse for the training layout")
     fresh.load_state_dict(load_file(str(path)), strict=True)
     fresh.eval()
+    if model is not base and hasattr(fresh, "export_model"):
+        fresh = fresh.export_model()
     with torch.inference_mode():
         return _flatten(fresh(*args))
 
