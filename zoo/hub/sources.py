@@ -25,6 +25,12 @@ def project_hub_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "hub"
 
 
+def packaged_hub_dir() -> Path:
+    """The checkpoints a wheel ships as package data (`zoo/_hub`, see pyproject.toml): the README's
+    main job runs offline after `pip install .`. Absent in a source checkout."""
+    return Path(__file__).resolve().parents[1] / "_hub"
+
+
 def default_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or PUBLIC_HUB).rstrip("/")
 
@@ -45,6 +51,8 @@ def sources(hub: str | None = None) -> list[str]:
     out = []
     if project_hub_dir().is_dir():
         out.append(str(project_hub_dir()))
+    if packaged_hub_dir().is_dir():
+        out.append(str(packaged_hub_dir()))
     out.append(default_endpoint())
     return out
 
