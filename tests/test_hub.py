@@ -30,6 +30,21 @@ def registry(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_hf_cache(tmp_path, monkeypatch):
+    """Folder pulls copy into the Hugging Face cache: each test gets its own."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+def in_cache(got: Path, tmp_path: Path, revision: str) -> bool:
+    """`got` is the verified snapshot in the private cache, not a folder hub's own folder."""
+    return got.parent.name == "snapshots" and got.name == revision and \
+        got.is_relative_to(tmp_path / "hf-cache")
+
+
 @pytest.fixture()
 def checkpoint(tmp_path, registry):
     return tiny.make_checkpoint(tmp_path / "runs" / "toy")
@@ -133,15 +148,18 @@ def test_push_to_folder_then_pull_verifies_in_place(tmp_path, checkpoint):
     pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(tmp_path / "hubdir"))
     dest = tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"
     entry = pushed["entry"]
-    assert sorted(os.listdir(dest)) == ["README.md", "config.json", "model.safetensors"]  # no pickle
+    # no pickle; the hidden marker says zoo published this folder
+    assert sorted(os.listdir(dest)) == [".zoo-published", "README.md", "config.json", "model.safetensors"]
+    assert pushed["skipped"] == ["optimizer.pt"]
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]  # no staging left
-    assert entry["files"] == {n: sha256_file(dest / n) for n in os.listdir(dest)}
+    assert entry["files"] == {n: sha256_file(dest / n) for n in hub.published_files(dest)}
     assert entry["revision"] == hub.folder_revision(dest)
     assert entry["made_by"].startswith("zoo finetune tiny-mlp")
     assert pushed["tag"] == "toy" and entry["metrics"] == {"rel_l2": 0.0123}
 
     got = hub.pull(entry["repo"], entry["revision"], entry["files"], hub=str(tmp_path / "hubdir"))
-    assert got == dest
+    assert in_cache(got, tmp_path, entry["revision"])
+    assert {n: sha256_file(got / n) for n in entry["files"]} == entry["files"]
 
     # the snippet is valid registry YAML for this checkpoint
     snippet = yaml.safe_load(hub.registry_snippet(pushed))
@@ -180,7 +198,8 @@ def test_pull_falls_back_to_the_next_source(tmp_path, checkpoint):
     hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=bad)
     (Path(bad) / "zoo" / "tiny-mlp-toy" / "config.json").write_text("{}")
     got = hub.pull(entry["repo"], entry["revision"], entry["files"], hub=f"{tmp_path}/empty,{bad},{good}")
-    assert got == Path(good) / "zoo" / "tiny-mlp-toy"
+    assert in_cache(got, tmp_path, entry["revision"])
+    assert {n: sha256_file(got / n) for n in entry["files"]} == entry["files"]
 
 
 def test_pull_errors_are_one_line(tmp_path):
@@ -195,8 +214,8 @@ def test_pull_model_resolves_the_registry_pin(tmp_path, checkpoint, monkeypatch)
     pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(tmp_path / "hubdir"))
     tiny.write_registry(os.environ["ZOO_REGISTRY"], {"toy": pushed["entry"]})
     monkeypatch.setenv("ZOO_HUB", str(tmp_path / "hubdir"))
-    assert hub.pull_model("tiny-mlp") == tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"
-    assert hub.pull_model("tiny-mlp.toy") == tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"
+    assert in_cache(hub.pull_model("tiny-mlp"), tmp_path, pushed["entry"]["revision"])
+    assert hub.pull_model("tiny-mlp.toy") == hub.pull_model("tiny-mlp")
     # and the lead's create_model goes through it
     import zoo
     model = zoo.create_model("tiny-mlp.toy", pretrained=True)
@@ -211,8 +230,9 @@ def test_pull_checkpoint_reports_what_zoo_pull_prints(tmp_path, checkpoint, monk
     res = hub.pull_checkpoint("tiny-mlp", hub=str(tmp_path / "hubdir"), progress=False)
     entry = pushed["entry"]
     assert res == {"name": "tiny-mlp.toy", "repo": "zoo/tiny-mlp-toy", "revision": entry["revision"],
-                   "path": str(tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"), "files": entry["files"],
+                   "path": res["path"], "files": entry["files"],
                    "verified": "sha256"}
+    assert in_cache(Path(res["path"]), tmp_path, entry["revision"])
     assert list(res) == ["name", "repo", "revision", "path", "files", "verified"]  # the --json key order
     with pytest.raises(CheckpointError, match="has no checkpoint to pull"):
         tiny.write_registry(os.environ["ZOO_REGISTRY"])
@@ -286,7 +306,8 @@ def test_project_hub_matches_the_registry_pins():
         pytest.skip("no registry checkpoint has its repo in hub/ yet")
     for name, ck in found:
         folder = hub.project_hub_dir() / ck.repo
-        assert hub.pull(ck.repo, ck.revision, ck.files, hub=str(hub.project_hub_dir())) == folder, name
+        got = hub.pull(ck.repo, ck.revision, ck.files, hub=str(hub.project_hub_dir()))
+        assert {n: sha256_file(got / n) for n in ck.files} == ck.files, name
         assert hub.folder_revision(folder) == ck.revision, f"{name}: registry revision is stale"
         assert set(ck.files) == set(hub.published_files(folder)), f"{name}: unpinned or missing files"
 

@@ -11,15 +11,18 @@ huggingface_hub is imported inside the functions: `HF_ENDPOINT`, `HF_HUB_OFFLINE
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 from zoo._io import sha256_file
 from zoo.errors import CheckpointError, HubError
 from zoo.hub.cache import hf_cache_dir, offline, repo_folder
-from zoo.hub.sources import check_repo_id, is_url, sources
+from zoo.hub.sources import check_repo_id, is_url, redact, redact_hf_logs, send_token_on_pull, sources
 
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -33,19 +36,84 @@ def _mismatch(repo: str, revision: str, name: str, want: str, got: str, where: s
                      f"pins {want}; refused")
 
 
-def _pull_folder(root: Path, repo: str, revision: str, files: dict[str, str]) -> Path:
-    """Verify in place: a folder hub holds the files as they are."""
+def _copy_verified(src: Path, dst: Path) -> str:
+    """Copy `src` to `dst` while hashing the very bytes written; returns their sha256. What is later
+    loaded is this copy, so a file swapped in the source after the check is never read."""
+    digest = hashlib.sha256()
+    # a regular file swapped for a link after the check is not followed
+    fd = os.open(src, os.O_RDONLY if src.is_symlink() else os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fin, open(dst, "wb") as fout:
+        while True:
+            chunk = fin.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return digest.hexdigest()
+
+
+def _link(snapshot: Path, name: str, blob: Path) -> None:
+    """Point `snapshot/name` at `blob` the way the Hugging Face cache does (a relative link),
+    replacing an older link atomically; a copy where links are not possible."""
+    dst = snapshot / name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.zoo-{uuid.uuid4().hex[:8]}")
+    try:
+        os.symlink(os.path.relpath(blob, dst.parent), tmp)
+    except OSError:
+        shutil.copyfile(blob, tmp)
+    os.replace(tmp, dst)
+
+
+def _pull_folder(root: Path, repo: str, revision: str, files: dict[str, str], cache_dir: Path) -> Path:
+    """A folder hub's files are copied into the Hugging Face cache while being hashed (blobs named
+    by their sha256, a snapshot of links), and the snapshot is what gets loaded: a folder that
+    others can write to cannot swap a file between the check and the load."""
+    from zoo.hub.revision import folder_revision, link_allowed
+
     folder = root / repo
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist")
     missing = [n for n in files if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}")
-    for name, want in files.items():
-        got = sha256_file(folder / name)
-        if got != want:
-            raise _mismatch(repo, revision, name, want, got, str(folder))
-    return folder
+    for name in files:
+        if (folder / name).is_symlink() and not link_allowed(folder / name, folder):
+            raise HubError(f"{folder / name} is a link out of the repo folder; refused")
+    entry = repo_folder(cache_dir, repo)
+    blobs = entry / "blobs"
+    with _repo_lock(cache_dir, repo):
+        try:
+            blobs.mkdir(parents=True, exist_ok=True)
+            for name, want in files.items():
+                tmp = blobs / f"{want}.zoo-{uuid.uuid4().hex[:8]}.incomplete"
+                try:
+                    got = _copy_verified(folder / name, tmp)
+                    if got != want:
+                        raise _mismatch(repo, revision, name, want, got, str(folder))
+                    os.replace(tmp, blobs / want)
+                finally:
+                    tmp.unlink(missing_ok=True)
+            snapshots = entry / "snapshots"
+            if COMMIT_SHA.match(revision):
+                name = revision
+            else:   # a branch or tag: name the snapshot by the folder's real revision
+                scratch = snapshots / f".zoo-{uuid.uuid4().hex[:8]}"
+                try:
+                    for f, want in files.items():
+                        _link(scratch, f, blobs / want)
+                    name = folder_revision(scratch)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            snapshot = snapshots / name
+            for f, want in files.items():
+                _link(snapshot, f, blobs / want)
+        except OSError as exc:
+            raise HubError(f"cannot copy {repo} from {folder} into the cache {cache_dir}: "
+                           f"{exc.strerror or exc}") from None
+    return snapshot
 
 
 @contextlib.contextmanager
@@ -106,12 +174,12 @@ def _silent_tqdm():
     return Silent
 
 
-def _why_not_found(endpoint: str, repo: str, revision: str, name: str) -> str:
+def _why_not_found(endpoint: str, repo: str, revision: str, name: str, token: bool) -> str:
     """Tell a missing repo, a missing revision and a missing file apart. Mirrors differ in how
     they answer (olah says 401 "repo not found" for an unknown branch), so ask: refs, then paths."""
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=endpoint)
+    api = HfApi(endpoint=endpoint, token=None if token else False)
     try:
         refs = api.list_repo_refs(repo)
     except Exception:  # noqa: BLE001 - any failure here means the repo is not reachable as such
@@ -126,13 +194,13 @@ def _why_not_found(endpoint: str, repo: str, revision: str, name: str) -> str:
     return f"{endpoint} refused {repo}@{revision[:12]} '{name}'"
 
 
-def _explain_http(exc: Exception, endpoint: str, repo: str, revision: str, name: str) -> str:
+def _explain_http(exc: Exception, endpoint: str, repo: str, revision: str, name: str, token: bool) -> str:
     """One line for what huggingface_hub raised."""
     from huggingface_hub import errors as hf
 
     # LocalEntryNotFoundError (not cached, server unreachable) is an EntryNotFoundError too
     if isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError)):
-        return _why_not_found(endpoint, repo, revision, name)
+        return _why_not_found(endpoint, repo, revision, name, token)
     if isinstance(exc, hf.OfflineModeIsEnabled) or (isinstance(exc, hf.LocalEntryNotFoundError)
                                                      and offline()):
         return f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} '{name}' is not in the cache"
@@ -146,7 +214,7 @@ def _explain_http(exc: Exception, endpoint: str, repo: str, revision: str, name:
 
 
 def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], progress: bool,
-              cache_dir: Path) -> Path:
+              cache_dir: Path, token: bool) -> Path:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     pinned = bool(COMMIT_SHA.match(revision))
@@ -162,12 +230,13 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
     def download(name: str) -> Path:
         try:
             return Path(hf_hub_download(repo, name, revision=revision, endpoint=endpoint,
-                                        cache_dir=str(cache_dir), tqdm_class=tqdm_class))
+                                        cache_dir=str(cache_dir), tqdm_class=tqdm_class,
+                                        token=None if token else False))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
             from huggingface_hub import errors as hf
             notfound = isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError,
                                         hf.RemoteEntryNotFoundError))
-            message = _explain_http(exc, endpoint, repo, revision, name)
+            message = _explain_http(exc, endpoint, repo, revision, name, token)
             raise (FileNotFoundError(message) if notfound else HubError(message)) from None
 
     with _repo_lock(cache_dir, repo):
@@ -202,29 +271,34 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
 
 
 def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = None,
-         progress: bool = True, cache_dir: str | Path | None = None) -> Path:
+         progress: bool = True, cache_dir: str | Path | None = None, token: bool | None = None) -> Path:
     """A local directory holding `files`, each checked against its sha256 pin.
 
     Sources are tried in order (see `sources`); the first that holds every file with the right
     hash wins. URL sources download into the standard Hugging Face cache (a pinned revision
-    already there costs no request); folder sources are verified in place."""
+    already there costs no request); folder sources are copied into that cache while hashed, so
+    the returned folder holds exactly the verified bytes. No Hugging Face token is sent unless
+    asked (`token=True` or ZOO_HUB_SEND_TOKEN=1): pinned files need none, and a --hub URL may be
+    any server. Messages never echo credentials written into a URL."""
     check_repo_id(repo)
     if not files:
         raise HubError(f"{repo}: the registry pins no files for this checkpoint")
     cache = Path(cache_dir) if cache_dir else hf_cache_dir()
+    send = send_token_on_pull(token)
+    redact_hf_logs()
     reasons, mismatch = [], None
     for source in sources(hub):
         try:
             if is_url(source):
-                return _pull_url(source, repo, revision, files, progress, cache)
-            return _pull_folder(Path(source), repo, revision, files)
+                return _pull_url(source, repo, revision, files, progress, cache, send)
+            return _pull_folder(Path(source), repo, revision, files, cache)
         except _Mismatch as err:
             mismatch = mismatch or err
-            reasons.append(str(err))
+            reasons.append(redact(err))
         except (FileNotFoundError, HubError) as err:
-            reasons.append(str(err))
+            reasons.append(redact(err))
     if mismatch is not None:
-        raise HubError(str(mismatch))
+        raise HubError(redact(mismatch))
     if len(reasons) == 1:
         raise HubError(reasons[0])
     raise HubError(f"{repo}@{revision[:12]} is in none of the sources: " + "; ".join(reasons))
@@ -241,16 +315,18 @@ def _pinned(name: str):
     return f"{model}.{tag}", entry.checkpoints[tag]
 
 
-def pull_model(name: str, *, hub: str | None = None, progress: bool = True) -> Path:
+def pull_model(name: str, *, hub: str | None = None, progress: bool = True,
+               token: bool | None = None) -> Path:
     """The local folder of the checkpoint `name` or `name.tag` names in the registry (the default
     tag for a bare name), every file verified against its pin."""
     _, ck = _pinned(name)
-    return pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress)
+    return pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress, token=token)
 
 
-def pull_checkpoint(name: str, *, hub: str | None = None, progress: bool = True) -> dict:
+def pull_checkpoint(name: str, *, hub: str | None = None, progress: bool = True,
+                    token: bool | None = None) -> dict:
     """`zoo pull NAME`: pull_model, reported as {name, repo, revision, path, files, verified}."""
     full, ck = _pinned(name)
-    folder = pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress)
+    folder = pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress, token=token)
     return {"name": full, "repo": ck.repo, "revision": ck.revision, "path": str(folder),
             "files": dict(ck.files), "verified": "sha256"}

@@ -7,6 +7,7 @@ serves exactly that sha, so one pin holds for the folder and the mirror alike.""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from zoo._io import sha256_file
@@ -22,17 +23,43 @@ GIT_MESSAGE = "zoo checkpoint\n"
 GIT_BRANCH = "main"
 
 
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def link_allowed(link: Path, folder: Path) -> bool:
+    """A symbolic link is read only when it stays inside `folder`, or when `folder` is a snapshot
+    of the Hugging Face cache and the link points into the same repo's `blobs/` (that is how the
+    cache stores every file). A link anywhere else is never followed: it could publish a secret."""
+    target = Path(os.path.realpath(link))
+    root = Path(os.path.realpath(folder))
+    if _inside(target, root):
+        return True
+    return root.parent.name == "snapshots" and _inside(target, root.parent.parent / "blobs")
+
+
 def published_files(folder: str | Path) -> dict[str, Path]:
-    """The files a folder publishes: every regular file, recursively, except hidden ones.
-    Keys are POSIX paths relative to the folder, sorted."""
+    """The files a folder publishes: every regular file, recursively, except hidden ones and
+    links that lead out of the folder (directory links are never descended). Keys are POSIX paths
+    relative to the folder, sorted."""
     folder = Path(folder)
     out = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        out[rel.as_posix()] = path
-    return out
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            path = Path(top) / name
+            rel = path.relative_to(folder)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if path.is_symlink() and not link_allowed(path, folder):
+                continue
+            if path.is_file():
+                out[rel.as_posix()] = path
+    return dict(sorted(out.items()))
 
 
 def is_lfs(name: str, size: int) -> bool:

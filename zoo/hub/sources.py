@@ -69,6 +69,73 @@ def push_target(hub: str | None = None) -> str:
     raise HubError("where to? give --hub FOLDER|URL (or set ZOO_HUB)")
 
 
+_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with any `user:password@` of a URL replaced by `***@`: no message, JSON output or log
+    line ever echoes credentials given inside a --hub URL."""
+    return _CREDENTIALS.sub(r"\1***@", str(text))
+
+
+class _Redact:
+    """A logging filter: huggingface_hub's own log lines (retries) print the URL they request."""
+
+    def filter(self, record) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is left as it is
+            return True
+        if "@" in text:
+            record.msg, record.args = redact(text), None
+        return True
+
+
+_FILTER = _Redact()
+
+
+def redact_hf_logs() -> None:
+    """Install the redacting filter on huggingface_hub's loggers (idempotent). A logger's filter
+    applies to records created on that very logger, so each one that logs URLs gets it."""
+    import logging
+
+    for name in ("huggingface_hub", "huggingface_hub.utils._http", "huggingface_hub.file_download",
+                 "huggingface_hub.hf_api", "huggingface_hub._commit_api"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+    return (urlsplit(url).hostname or "").lower()
+
+
+def token_warning(endpoint: str) -> str | None:
+    """The one line to print before a push sends the user's Hugging Face token to `endpoint`, or
+    None when that is safe: a token exists, and it would go over plain http or to a host other than
+    the configured Hugging Face endpoint ($HF_ENDPOINT, else the public Hub)."""
+    from huggingface_hub import get_token
+
+    if not get_token():
+        return None
+    if endpoint.lower().startswith("http://"):
+        why = "over plain http"
+    elif _host(endpoint) != _host(default_endpoint()):
+        why = f"to a host other than {redact(default_endpoint())}"
+    else:
+        return None
+    return f"zoo: warning: sending your Hugging Face token {why} ({redact(endpoint)})"
+
+
+def send_token_on_pull(ask: bool | None = None) -> bool:
+    """Pulls are verified against sha256 pins and need no credentials: the token is sent only
+    when asked (`token=True`, or ZOO_HUB_SEND_TOKEN=1 for gated or private repos)."""
+    if ask is not None:
+        return bool(ask)
+    return os.environ.get("ZOO_HUB_SEND_TOKEN", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def check_repo_id(repo: str) -> None:
     if not REPO_ID.match(repo):
         raise HubError(f"'{repo}' is not a repo id of the form ORG/NAME")
