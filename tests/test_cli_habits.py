@@ -156,3 +156,30 @@ def test_resume_without_out_is_one_line(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--resume needs --out" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ---- messages that say what happened ------------------------------------------------------------
+
+def test_a_folder_given_as_a_file_says_so(tmp_path):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    done = run_zoo("convert", "mhaf-yolo-n", "--from", str(folder), "--out", str(tmp_path / "x"))
+    assert done.returncode != 0 and "is a folder" in done.stderr and "not found" not in done.stderr
+    done = run_zoo("eval", "gpt-mini", "--data", str(folder))
+    assert done.returncode != 0 and "is a folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_predict_with_an_input_the_task_does_not_take(tmp_path):
+    done = run_zoo("predict", "deeponet.antiderivative", "picture.png")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "take no INPUT ('picture.png')" in done.stderr and "predict needs a dataset" in done.stderr
+
+
+def test_export_safetensors_of_a_fused_detector_and_whole_messages(tmp_path):
+    out = tmp_path / "m.safetensors"
+    done = run_zoo("export", "mhaf-yolo-n", "--format", "safetensors", "--out", str(out), "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()
+    from zoo.verbs.export import one_line
+    assert one_line("Error(s) in loading state_dict for M:\n\tMissing key(s): a") == \
+        "Error(s) in loading state_dict for M: Missing key(s): a"

@@ -37,6 +37,8 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
     from zoo.convert.safe_pickle import UnsafePickleError, pickle_module, tensors_in
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; --from takes the official checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"official checkpoint not found: {path}")
     if path.suffix == ".safetensors":

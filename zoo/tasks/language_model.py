@@ -43,6 +43,8 @@ FILE_SPLITS = ("train", "val", "test", "all")
 def read_text_file(path: str | Path) -> str:
     """A user's text file: must exist, be non-empty UTF-8 text (no NUL bytes)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a text file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     raw = path.read_bytes()

@@ -353,6 +353,9 @@ class OperatorTask(Task):
     def predict(self, model, input, dataset, save, options):
         model.eval()
         i = int(options.get("index", 0))
+        if input is not None:   # the sample comes from a dataset; a stray INPUT is not silently ignored
+            raise DataError(f"{self.name} models take no INPUT ('{input}'): predict needs a dataset, and draws "
+                            f"sample -o index=N of --dataset or --data (default: the checkpoint's dataset)")
         if dataset is None or len(dataset) == 0:
             raise DataError("predict needs a dataset (--dataset or --data)")
         if not 0 <= i < len(dataset):
