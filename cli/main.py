@@ -46,6 +46,23 @@ def _table(*cols: str, right: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) 
     return t
 
 
+from contextlib import contextmanager
+
+
+@contextmanager
+def _working(text: str, quiet: bool = False):
+    """A long step shows it is alive on stderr: a rich spinner on a terminal, one plain line when
+    stderr is a file or a pipe (stdout stays clean for --json)."""
+    if quiet:
+        yield
+    elif err.is_terminal:
+        with err.status(text):
+            yield
+    else:
+        err.print(text, highlight=False, soft_wrap=True)
+        yield
+
+
 def _heading(text: str) -> None:
     # a plain line instead of a centred table title, which rich breaks anywhere on a narrow terminal
     out.print(f"[bold]{text}[/]", highlight=False)
@@ -281,8 +298,9 @@ def export(name: str,
            device: Optional[str] = DeviceOpt,
            hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Export, load back with the format's own runtime, and check parity."""
-    res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub, device=device,
-                     **_options(option, imgsz=imgsz, resolution=resolution))
+    with _working(f"exporting {name} to {format}, then loading it back for the parity check ..."):
+        res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub, device=device,
+                         **_options(option, imgsz=imgsz, resolution=resolution))
     if as_json:
         _print_json(res)
         return
@@ -305,8 +323,10 @@ def bench(name: str,
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Params, FLOPs, latency p50/p90, throughput and peak memory (and ratios with --compare)."""
-    res = api.bench(name, compare=compare, train=train, hub=hub, device=device, fuse=not no_fuse,
-                    **_options(option, batch_size=batch_size, imgsz=imgsz, resolution=resolution, repeats=repeats))
+    with _working(f"benchmarking {name}" + (f" against {compare}" if compare else "") + " ..."):
+        res = api.bench(name, compare=compare, train=train, hub=hub, device=device, fuse=not no_fuse,
+                        **_options(option, batch_size=batch_size, imgsz=imgsz, resolution=resolution,
+                                   repeats=repeats))
     if as_json:
         _print_json(res)
         return

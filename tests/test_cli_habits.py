@@ -183,3 +183,13 @@ def test_export_safetensors_of_a_fused_detector_and_whole_messages(tmp_path):
     from zoo.verbs.export import one_line
     assert one_line("Error(s) in loading state_dict for M:\n\tMissing key(s): a") == \
         "Error(s) in loading state_dict for M: Missing key(s): a"
+
+
+def test_export_and_bench_say_they_are_working_on_stderr(tmp_path):
+    done = run_zoo("export", "deeponet.antiderivative", "--format", "onnx", "--out", str(tmp_path / "d.onnx"),
+                   "--json", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "exporting deeponet.antiderivative to onnx" in done.stderr
+    json.loads(done.stdout)   # stdout stays machine-readable
+    done = run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", "--device", "cpu")
+    assert done.returncode == 0 and "benchmarking deeponet.antiderivative" in done.stderr
