@@ -312,3 +312,69 @@ def test_mirror_follows_no_link_out_of_a_repo(tmp_path, checkpoint):
     import zlib
     objects = (tmp_path / "mirrors" / "models" / REPO / ".git" / "objects").rglob("*")
     assert not any(b"TOP SECRET" in zlib.decompress(p.read_bytes()) for p in objects if p.is_file())
+
+
+# ---- 5. --out: never a user's folder, one writer at a time, checked before any data work ------------
+
+FT = ["finetune", "deeponet", "--dataset", "antiderivative", "-o", "size=40", "-o", "no_eval=true",
+      "--steps", "2", "-b", "8"]
+
+
+def _user_folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"learning_rate": 0.1}\n')
+    (path / "README.md").write_text("# my own project\n")
+    return path
+
+
+def test_finetune_refuses_a_users_folder_before_any_data_work(tmp_path, monkeypatch):
+    import zoo.loading
+    from zoo.training import loop
+
+    def no(*a, **k):
+        raise AssertionError("a model was built or data prepared before the --out check")
+
+    monkeypatch.setattr(zoo.loading, "load", no)
+    monkeypatch.setattr(zoo.loading, "dataset_for", no)
+    mine = _user_folder(tmp_path / "mine")
+    before = tree(mine)
+    args = {"name": "deeponet", "dataset": "antiderivative", "out": str(mine), "options": {"overwrite": True}}
+    with pytest.raises(CheckpointError, match="zoo did not write"):
+        loop.run(args)
+    with pytest.raises(CheckpointError, match="zoo did not write"):
+        loop.launch_distributed(args, 2)
+    assert tree(mine) == before
+
+
+def test_cli_finetune_into_a_users_folder_is_one_line_and_changes_nothing(tmp_path):
+    mine = _user_folder(tmp_path / "mine")
+    before = tree(mine)
+    done = zoo_cli(*FT, "--out", str(mine))
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "refusing to write there" in done.stderr and tree(mine) == before
+
+
+def test_a_checkpoint_of_another_model_is_refused_as_out(tmp_path, registry):
+    from zoo.checkpoint import save_checkpoint
+
+    other = tiny.make_checkpoint(tmp_path / "other")   # a tiny-mlp checkpoint
+    before = tree(other)
+    with pytest.raises(CheckpointError, match="not of 'deeponet'"):
+        save_checkpoint(other, tiny.tiny_mlp(), {"model": "deeponet", "config": {}})
+    assert tree(other) == before
+    mine = _user_folder(tmp_path / "mine")   # what convert --out writes through
+    with pytest.raises(CheckpointError, match="refusing"):
+        save_checkpoint(mine, tiny.tiny_mlp(), {"model": "tiny-mlp", "config": {}})
+    assert (mine / "README.md").read_text() == "# my own project\n"
+
+
+def test_two_runs_into_one_out_cannot_both_proceed(tmp_path):
+    from zoo.checkpoint import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):   # a first `zoo finetune` holds the folder
+        t0 = time.monotonic()
+        done = zoo_cli(*FT, "--out", str(out))
+        assert done.returncode == 1 and "another zoo process is writing" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 120
+    assert not (out / "config.json").exists() and not (out / ".train" / "state.pt").exists()

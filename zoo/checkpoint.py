@@ -5,9 +5,11 @@ This is what `zoo finetune` and `zoo convert` write, what `zoo push` publishes a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from zoo._io import atomic_write
 from zoo._version import __version__
@@ -35,6 +37,56 @@ def read_config(folder: str | Path) -> dict:
     return cfg
 
 
+def out_folder_problem(folder: str | Path, model: str | None) -> str | None:
+    """Why a checkpoint of `model` must not be written into `folder`, or None when it may: the
+    folder is absent or empty (hidden entries aside), or already holds a checkpoint of `model`
+    (a run being resumed or redone). A folder of the user's own files is never written into."""
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return None
+    if not folder.is_dir():
+        return "is not a folder"
+    if not [n for n in os.listdir(folder) if not n.startswith(".")]:
+        return None
+    try:
+        cfg = json.loads((folder / CONFIG).read_bytes())
+    except (OSError, ValueError):
+        return "is not empty and holds no zoo checkpoint"
+    if not isinstance(cfg, dict) or "config" not in cfg or not isinstance(cfg.get("model"), str):
+        return f"holds a {CONFIG} that zoo did not write"
+    if model is not None and cfg["model"] != model:
+        return f"holds a checkpoint of '{cfg['model']}', not of '{model}'"
+    return None
+
+
+def check_out_folder(folder: str | Path, model: str | None) -> None:
+    """Raise (one line) when `out_folder_problem` finds one."""
+    why = out_folder_problem(folder, model)
+    if why:
+        raise CheckpointError(f"{folder} {why}; refusing to write there (choose an empty or new --out)")
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path) -> Iterator[None]:
+    """Hold `<folder>/.train/run.lock` for as long as a run writes the folder: a second process
+    aiming at the same folder fails at once instead of silently replacing the first one's work.
+    The kernel drops the lock when the holder dies, even by kill -9."""
+    from filelock import FileLock, Timeout
+
+    path = Path(folder) / ".train" / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CheckpointError(f"another zoo process is writing {folder}; wait for it to finish or "
+                              f"choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: str | None = None,
                     card: bool = True) -> Path:
     """Write a checkpoint folder atomically (temp folder, then rename).
@@ -44,6 +96,7 @@ def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: s
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    check_out_folder(folder, meta.get("model"))   # never over a user's own config.json/README.md
     folder.mkdir(parents=True, exist_ok=True)
     state = {}
     for k, v in model.state_dict().items():

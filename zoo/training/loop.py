@@ -86,7 +86,55 @@ def command_line(args: dict) -> str:
     return shlex.join(parts)
 
 
+LOCKED_ENV = "ZOO_RUN_LOCKED"   # set by launch_distributed, which holds the lock for its workers
+
+
+def _model_of(args: dict) -> str:
+    """The model a run trains, found without building anything (a registry look-up, or the
+    config.json of a checkpoint folder given as NAME)."""
+    import zoo.registry as registry
+    from zoo.loading import is_checkpoint_dir
+
+    if is_checkpoint_dir(args["name"]):
+        from zoo.checkpoint import read_config
+        return read_config(args["name"])["model"]
+    return registry.resolve(args["name"], args.get("dataset"))[0]
+
+
+def _check_out(args: dict) -> None:
+    """Every check of the run folder, done before any model build or data preparation: not a
+    user's folder, not a finished run unless resumed or overwritten, something to resume."""
+    from zoo.checkpoint import check_out_folder
+    from zoo.errors import CheckpointError
+
+    out = Path(args["out"])
+    options = args.get("options") or {}
+    check_out_folder(out, _model_of(args))
+    state_path = out / STATE
+    if args.get("resume") and not state_path.is_file():
+        raise CheckpointError(f"nothing to resume in {out}: no training state ({STATE}) there")
+    if not args.get("resume") and not options.get("overwrite"):
+        if state_path.is_file():
+            raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        if (out / "config.json").is_file():
+            raise CheckpointError(f"{out} already holds a checkpoint; pass -o overwrite=true to replace it, "
+                                  f"or choose another --out")
+
+
 def run(args: dict) -> dict:
+    """Check the run folder and hold its lock (unless a launcher already does), then train."""
+    from zoo.checkpoint import run_lock
+
+    out = str(Path(args["out"]).absolute())
+    if os.environ.get(LOCKED_ENV) == out:
+        return _run(args)
+    _check_out(args)
+    with run_lock(out):
+        _check_out(args)   # again under the lock: another run may have written meanwhile
+        return _run(args)
+
+
+def _run(args: dict) -> dict:
     import torch
     from torch.utils.data import Subset
 
@@ -103,10 +151,6 @@ def run(args: dict) -> dict:
     out = Path(args["out"])
     state_path = out / STATE
     options = dict(args.get("options") or {})
-    if args.get("resume") and not state_path.is_file():
-        raise CheckpointError(f"nothing to resume in {out}: no training state ({STATE}) there")
-    if not args.get("resume") and state_path.is_file() and not options.get("overwrite"):
-        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
 
     seed = int(args.get("seed") or 0)
     torch.manual_seed(seed)
@@ -260,9 +304,17 @@ def _allreduce_grads(module, world: int) -> None:
 
 def launch_distributed(args: dict, nproc: int) -> dict:
     """Re-run this loop under torch.distributed.run with `nproc` processes; returns rank 0's summary."""
+    from zoo.checkpoint import run_lock
     from zoo.errors import ZooError
     out = Path(args["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(args)
+    with run_lock(out):   # held for the workers, which skip their own check (LOCKED_ENV)
+        _check_out(args)
+        return _launch(args, nproc, out)
+
+
+def _launch(args: dict, nproc: int, out: Path) -> dict:
+    from zoo.errors import ZooError
     spec = out / ".train" / "launch.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(args))
@@ -270,7 +322,8 @@ def launch_distributed(args: dict, nproc: int) -> dict:
     summary_path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
            "-m", "zoo.training.loop", str(spec), str(summary_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           LOCKED_ENV: str(out.absolute())}
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0 or not summary_path.is_file():
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
