@@ -378,3 +378,48 @@ def test_two_runs_into_one_out_cannot_both_proceed(tmp_path):
         assert done.returncode == 1 and "another zoo process is writing" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 120
     assert not (out / "config.json").exists() and not (out / ".train" / "state.pt").exists()
+
+
+# ---- 6. kill -9 of a DDP finetune takes its workers with it ----------------------------------------
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_a_ddp_finetune_leaves_no_worker(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "finetune", "deeponet", "--dataset", "antiderivative",
+                             "-o", "size=400", "-o", "no_eval=true", "--steps", "100000", "-b", "8",
+                             "--save-every", "1", "--nproc-per-node", "2", "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = str(out / ".train" / "launch.json")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out / ".train" / "state.pt").is_file():
+        time.sleep(0.2)
+    assert (out / ".train" / "state.pt").is_file(), "the workers never started training"
+    assert len(_processes_mentioning(spec)) >= 3   # torchrun and two workers
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _processes_mentioning(spec):
+        time.sleep(0.2)
+    left = _processes_mentioning(spec)
+    for pid in left:   # clean up before failing
+        os.kill(pid, 9)
+    assert not left, f"{len(left)} processes outlived the killed `zoo finetune`"
+    # and nothing writes the run folder any more
+    before = (out / ".train" / "state.pt").stat().st_mtime_ns
+    time.sleep(2)
+    assert (out / ".train" / "state.pt").stat().st_mtime_ns == before

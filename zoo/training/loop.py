@@ -323,8 +323,8 @@ def _launch(args: dict, nproc: int, out: Path) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
            "-m", "zoo.training.loop", str(spec), str(summary_path)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           LOCKED_ENV: str(out.absolute())}
-    done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+           LOCKED_ENV: str(out.absolute()), PARENT_ENV: str(os.getpid())}
+    done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     if done.returncode != 0 or not summary_path.is_file():
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         zoo_lines = [ln for ln in lines if ln.startswith("zoo: ")]
@@ -333,8 +333,47 @@ def _launch(args: dict, nproc: int, out: Path) -> dict:
     return json.loads(summary_path.read_text())
 
 
+PARENT_ENV = "ZOO_PARENT_PID"   # the `zoo finetune` process whose workers these are
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): the kernel sends SIGKILL when the parent dies, so a
+    kill -9 of `zoo finetune` takes torchrun with it. Elsewhere the workers' watchdog does it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_parent() -> None:
+    """A worker ends itself as soon as the `zoo finetune` process that launched it is gone, even
+    when torchrun between them was killed too: nobody else then writes the run folder."""
+    import threading
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    if not parent:
+        return
+    _die_with_parent()   # the worker's own parent (torchrun's agent)
+
+    def watch():
+        while True:
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)   # atomic writes leave at most a temp file behind
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="zoo-parent-watchdog", daemon=True).start()
+
+
 def _main(argv: list[str]) -> int:
     from zoo.errors import ZooError
+    _watch_parent()
     spec, summary_path = Path(argv[0]), Path(argv[1])
     args = json.loads(spec.read_text())
     try:
