@@ -282,6 +282,8 @@ def finetune(name: str,
     out.print(f"[green]done[/]: {res['steps']} steps {start}, final loss {res['final_loss']:.4g}, "
               f"{res['steps_per_s']:.1f} steps/s x {res['world_size']} process(es)", highlight=False)
     out.print(f"run saved to {res['out']}", highlight=False, soft_wrap=True)
+    for note in res.get("notes", []):
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
     if res.get("metrics"):
         out.print(_metrics_table("test metrics", res["metrics"]))
 

@@ -23,7 +23,7 @@ RUNGS = [
     {"zoo.tasks"},
     {"zoo.hub"},
     {"zoo.loading"},
-    {"zoo.training", "zoo.convert"},
+    {"zoo.training", "zoo.converters"},
     {"zoo.verbs"},
     {"zoo.api", "zoo"},
     {"cli"},

@@ -19,8 +19,9 @@ from hubtools import tiny  # noqa: E402
 
 import importlib  # noqa: E402
 
-zconvert = importlib.import_module("zoo.convert")
-from zoo.convert.safe_pickle import UnsafePickleError  # noqa: E402
+zconvert = importlib.import_module("zoo.converters")
+convert_verb = importlib.import_module("zoo.verbs.convert")
+from zoo.converters.safe_pickle import UnsafePickleError  # noqa: E402
 from zoo.errors import CheckpointError, ConfigError  # noqa: E402
 
 
@@ -124,7 +125,7 @@ def test_convert_writes_a_checkpoint_that_loads_strictly(tmp_path, tiny_registry
     import zoo
 
     src, reference = _official_checkpoint(tmp_path)
-    out = zconvert.convert("tiny-mlp", src, tmp_path / "converted")
+    out = convert_verb.convert("tiny-mlp", src, tmp_path / "converted")
     meta = __import__("json").loads((out / "config.json").read_text())
     assert meta["model"] == "tiny-mlp" and meta["converted_from"]["file"] == "official.pt"
     assert meta["converted_from"]["sha256"] == __import__("zoo.hub", fromlist=["x"]).sha256_file(src)
@@ -140,7 +141,7 @@ def test_convert_refuses_weights_that_do_not_fit(tmp_path, tiny_registry):
     tiny.write_registry(os.environ["ZOO_REGISTRY"], depth=3,  # our config has one layer more
                         converter="hubtools.tiny:convert_state_dict")
     with pytest.raises(CheckpointError) as err:
-        zconvert.convert("tiny-mlp", src, tmp_path / "converted")
+        convert_verb.convert("tiny-mlp", src, tmp_path / "converted")
     assert "converted weights for 'tiny-mlp' do not match" in str(err.value) and "missing" in str(err.value)
     assert not (tmp_path / "converted").exists()
 
@@ -148,7 +149,7 @@ def test_convert_refuses_weights_that_do_not_fit(tmp_path, tiny_registry):
 def test_convert_without_a_key_map_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_REGISTRY", str(tiny.write_registry(tmp_path / "registry.yaml")))
     with pytest.raises(ConfigError, match="no converter for official 'tiny' checkpoints"):
-        zconvert.convert("tiny-mlp", tmp_path / "x.pt", tmp_path / "out")
+        convert_verb.convert("tiny-mlp", tmp_path / "x.pt", tmp_path / "out")
 
 
 def test_unreadable_files_are_one_line(tmp_path):

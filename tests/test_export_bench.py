@@ -39,8 +39,8 @@ def test_export_drifting_past_tolerance_fails_and_leaves_no_file(darcy_run, tmp_
 
     real = ex._EXPORTERS["torchscript"]
 
-    def drifting(*args):
-        return [t + 1e-2 for t in real(*args)]
+    def drifting(*args, **kwargs):
+        return [t + 1e-2 for t in real(*args, **kwargs)]
 
     monkeypatch.setitem(ex._EXPORTERS, "torchscript", drifting)
     with pytest.raises(ExportError, match="drifts past the tolerance"):

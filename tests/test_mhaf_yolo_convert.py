@@ -21,7 +21,8 @@ import torch
 
 import importlib
 
-zconvert = importlib.import_module("zoo.convert")
+zconvert = importlib.import_module("zoo.converters")
+convert_verb = importlib.import_module("zoo.verbs.convert")
 from zoo.errors import CheckpointError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +108,7 @@ def test_official_release_file_converts_and_loads_strictly(tmp_path, official_fi
     assert "ultralytics" not in sys.modules  # the official code is never imported here
     with pytest.raises(pickle.UnpicklingError):
         torch.load(src, weights_only=True)  # a whole pickled model: why the restricted reader exists
-    out = zconvert.convert("mhaf-yolo-s", src, tmp_path / "converted")
+    out = convert_verb.convert("mhaf-yolo-s", src, tmp_path / "converted")
     meta = json.loads((out / "config.json").read_text())
     assert meta["model"] == "mhaf-yolo-s" and meta["converted_from"]["file"] == src.name
     assert meta["weights_dtype"] == "float16"
@@ -121,14 +122,14 @@ def test_official_release_file_converts_and_loads_strictly(tmp_path, official_fi
 def test_a_file_for_another_variant_is_one_clear_line(tmp_path, official_files):
     src, _ = official_files["n"]
     with pytest.raises(CheckpointError, match=r"holds MHAF-YOLO n weights \(80 classes\), not mhaf-yolo-s"):
-        zconvert.convert("mhaf-yolo-s", src, tmp_path / "wrong")
+        convert_verb.convert("mhaf-yolo-s", src, tmp_path / "wrong")
     assert not (tmp_path / "wrong").exists()
 
 
 @pytest.mark.slow
 def test_cli_convert_of_another_variant_exits_with_one_line(tmp_path, official_files):
     src, _ = official_files["n"]
-    done = subprocess.run([sys.executable, "-m", "zoo.cli.main", "convert", "mhaf-yolo-lite-n", "--from", str(src),
+    done = subprocess.run([sys.executable, "-m", "zoo", "convert", "mhaf-yolo-lite-n", "--from", str(src),
                            "--out", str(tmp_path / "wrong2")], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode != 0
@@ -137,7 +138,7 @@ def test_cli_convert_of_another_variant_exits_with_one_line(tmp_path, official_f
 
 
 def test_unrelated_state_dicts_are_refused():
-    from zoo.convert.mhaf_yolo import convert_state_dict
+    from zoo.converters.mhaf_yolo import convert_state_dict
     with pytest.raises(CheckpointError, match="not an ultralytics checkpoint"):
         convert_state_dict({"state_dict.fc.weight": torch.zeros(2, 2)}, "mhaf-yolo-n", {"variant": "n"})
     with pytest.raises(CheckpointError, match="not an MHAF-YOLO n detector"):

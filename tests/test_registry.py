@@ -43,9 +43,9 @@ def test_every_family_of_the_brief_is_listed():
     ("version: 1\nhub_org: zoo\nmodels:\n  m:\n    family: f\n    task: operator\n    status: ready\n"
      "    builder: 'zoo.models.nope:nope'\n    description: d\n    paper: {title: p}\n",
      "entry 'm', field 'builder': no module 'zoo.models.nope'"),
-    ("version: 1\nhub_org: zoo\nfamilies:\n  f: {converter: 'zoo.convert.nope:f'}\nmodels:\n  m:\n    family: f\n"
+    ("version: 1\nhub_org: zoo\nfamilies:\n  f: {converter: 'zoo.converters.nope:f'}\nmodels:\n  m:\n    family: f\n"
      "    task: operator\n    status: planned\n    description: d\n    paper: {title: p}\n",
-     "family 'f', field 'converter': no module 'zoo.convert.nope'"),
+     "family 'f', field 'converter': no module 'zoo.converters.nope'"),
 ])
 def test_malformed_entry_is_one_line_naming_entry_and_field(text, needle):
     with pytest.raises(ConfigError) as exc:

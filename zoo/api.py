@@ -1,5 +1,5 @@
 """The Python API: one function per CLI verb, with the CLI's words. Thin: each function hands over to
-the module that does the work (zoo.verbs.*, zoo.hub, zoo.convert), imported on first use so that
+the module that does the work (zoo.verbs.*, zoo.hub), imported on first use so that
 `import zoo` stays free of torch."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def push(folder: str | Path, repo: str, *, hub: str | None = None) -> dict:
 
 def convert(name: str, src: str | Path, out: str | Path) -> Path:
     """An official checkpoint file -> our checkpoint folder, without running pickled code."""
-    from zoo.convert import convert as _convert
+    from zoo.verbs.convert import convert as _convert
     return Path(_convert(name, src, out))
 
 

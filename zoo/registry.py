@@ -86,7 +86,7 @@ class Family(_Strict):
     """What every variant of a family shares; a model entry may override any of it."""
     task: Optional[str] = None
     builder: Optional[str] = None
-    converter: Optional[str] = None     # "zoo.convert.<family>:convert_state_dict" for official weights
+    converter: Optional[str] = None     # "zoo.converters.<family>:convert_state_dict" for official weights
     paper: Optional[Paper] = None
     # builder overrides that make every variant small for the generic contract test (tests only)
     test_config: dict[str, Any] = Field(default_factory=dict)

@@ -127,6 +127,6 @@ class TinyNet(nn.Module):
 
 def convert_state_dict(raw: dict, model: str, config: dict) -> dict:
     """official `model.layers.N.*` (or `ema.layers.N.*`) -> our `N.*`."""
-    from zoo.convert import pick_prefix, rename
+    from zoo.converters import pick_prefix, rename
 
     return rename(pick_prefix(raw, ("ema.", "model.")), [(r"^layers\.", "")])

@@ -87,11 +87,8 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
     notes = []
     if pretrained is None:
         pretrained, note = default_pretrained(name, dataset, data)
-        if note:
+        if note:   # reported with the result: a bad request stays a one-line error
             notes.append(note)
-            if progress:
-                import sys
-                print(f"note: {note}", file=sys.stderr)
     if out is None:
         if resume:
             from zoo.errors import ConfigError

@@ -165,7 +165,7 @@ def pickle_module(official_modules: Iterable[str] = ()) -> types.SimpleNamespace
     def loads(data, **kwargs):
         return unpickler(io.BytesIO(data), **kwargs).load()
 
-    return types.SimpleNamespace(__name__="zoo.convert.safe_pickle", Unpickler=unpickler, load=load,
+    return types.SimpleNamespace(__name__="zoo.converters.safe_pickle", Unpickler=unpickler, load=load,
                                  loads=loads, UnpicklingError=pickle.UnpicklingError)
 
 

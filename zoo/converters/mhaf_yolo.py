@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.convert import strip_prefix
+from zoo.converters import strip_prefix
 from zoo.errors import CheckpointError
 
 # module paths the release pickles name (the repo keeps the package name "ultralytics")

@@ -5,14 +5,14 @@ pickles first with `torch.load(weights_only=True)`, and where that refuses (whol
 objects) with the restricted unpickler of `safe_pickle`, which replaces the official classes by
 inert stand-ins and refuses every other global.
 
-Each family that has official weights adds `zoo/convert/<family>.py` with
+Each family that has official weights adds `zoo/converters/<family>.py` with
 
     OFFICIAL_MODULES = ("models", "utils")          # module paths its pickles name (optional)
 
     def convert_state_dict(raw: dict[str, Tensor], model: str, config: dict) -> dict[str, Tensor]:
         ...                                         # official names -> our state_dict names
 
-and `converter: "zoo.convert.<family>:convert_state_dict"` in its registry `families:` block. `convert(name, src, out)` then loads the result strictly
+and `converter: "zoo.converters.<family>:convert_state_dict"` in its registry `families:` block. `zoo.verbs.convert.convert(name, src, out)` then loads the result strictly
 into `zoo.create_model(name)` and writes a checkpoint folder.
 """
 
@@ -34,7 +34,7 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
     (e.g. `model.0.conv.weight`, `ema.model.0.conv.weight`, `state_dict.fc.bias`)."""
     import torch
 
-    from zoo.convert.safe_pickle import UnsafePickleError, pickle_module, tensors_in
+    from zoo.converters.safe_pickle import UnsafePickleError, pickle_module, tensors_in
 
     path = Path(path)
     if path.is_dir():
@@ -73,7 +73,7 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
 
 
 def _plain_pickle(path: Path, official_modules: Iterable[str]):
-    from zoo.convert.safe_pickle import UnsafePickleError, pickle_module
+    from zoo.converters.safe_pickle import UnsafePickleError, pickle_module
 
     try:
         with open(path, "rb") as f:
@@ -131,42 +131,3 @@ def converter_for(family: str) -> tuple[Callable, tuple[str, ...]]:
     module_name, fn = ref.split(":")
     module = importlib.import_module(module_name)
     return getattr(module, fn), tuple(getattr(module, "OFFICIAL_MODULES", ()))
-
-
-def _fit(model, state: dict[str, Any], name: str) -> None:
-    from zoo.checkpoint import fit_state_dict
-    model.load_state_dict(fit_state_dict(model, state, f"converted weights for '{name}'"), strict=True)
-
-
-def convert(name: str, src: str | Path, out: str | Path) -> Path:
-    """Official checkpoint `src` -> our checkpoint folder `out` for model `name` (or `name.tag`)."""
-    import torch
-
-    import zoo.registry as registry
-    from zoo.checkpoint import save_checkpoint
-    from zoo.loading import load
-
-    model_name, entry, _ = registry.resolve(name)
-    tag = name.partition(".")[2] or None  # a bare name is the architecture, not its default checkpoint
-    fn, official_modules = converter_for(entry.family)
-    src = Path(src)
-    raw = read_official(src, official_modules)
-    config = registry.model_config(entry, tag)
-    state = fn(raw, model_name, config)
-    model = load(f"{model_name}.{tag}" if tag else model_name, pretrained=False).model
-    _fit(model, state, model_name)
-    half = all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
-    checkpoint = entry.checkpoints.get(tag) if tag else None
-    meta = {
-        "model": model_name,
-        "tag": tag,
-        "task": entry.task,
-        "dataset": checkpoint.dataset if checkpoint else None,
-        "config": config,
-        "metrics": {},
-        "eval_data": None,
-        "command": f"zoo convert {name} --from {src.name} --out {Path(out).name}",
-        "license": checkpoint.license if checkpoint else entry.paper.code_license,
-        "converted_from": {"file": src.name, "sha256": sha256_file(src), "code": entry.paper.code},
-    }
-    return save_checkpoint(out, model, meta, dtype="float16" if half else None)
