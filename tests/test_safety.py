@@ -423,3 +423,38 @@ def test_kill_9_of_a_ddp_finetune_leaves_no_worker(tmp_path):
     before = (out / ".train" / "state.pt").stat().st_mtime_ns
     time.sleep(2)
     assert (out / ".train" / "state.pt").stat().st_mtime_ns == before
+
+
+# ---- 8. `--hub ''` is not the project's own hub/ ----------------------------------------------------
+
+@pytest.mark.parametrize("given", ["", " ", ",,,"])
+def test_push_to_an_empty_hub_is_refused(tmp_path, checkpoint, given):
+    project = tree(hub.project_hub_dir()) if hub.project_hub_dir().is_dir() else {}
+    with pytest.raises(HubError, match="names no folder or URL"):
+        hub.push(checkpoint, REPO, hub=given)
+    assert (tree(hub.project_hub_dir()) if hub.project_hub_dir().is_dir() else {}) == project
+
+
+def test_pull_from_a_hub_list_of_nothing_says_so(tmp_path):
+    with pytest.raises(HubError, match="names no folder or URL"):
+        hub.pull(REPO, "a" * 40, {"config.json": "0" * 64}, hub=",,,", cache_dir=tmp_path / "c")
+
+
+# ---- 9. broken cache entries are listed, fail verify, and rm removes them ---------------------------
+
+def test_cache_sees_and_removes_a_broken_entry(tmp_path, checkpoint):
+    pushed = hub.push(checkpoint, REPO, hub=str(tmp_path / "hubdir"))
+    entry = pushed["entry"]
+    cache = tmp_path / "c"
+    got = hub.pull(REPO, entry["revision"], entry["files"], hub=str(tmp_path / "hubdir"), cache_dir=cache)
+    hub.cache_check(hub.cache_verify(cache_dir=cache))   # healthy first
+    (got / "model.safetensors").resolve().unlink()        # the blob goes, the link dangles
+    listed = hub.cache_ls(cache_dir=cache)
+    assert [(r["repo"], r.get("broken")) for r in listed] == [(REPO, True)]
+    rows = hub.cache_verify(cache_dir=cache)
+    assert ("model.safetensors", "missing") in [(r["file"], r["status"]) for r in rows]
+    with pytest.raises(HubError, match="broken"):
+        hub.cache_check(rows)
+    removed = hub.cache_rm(REPO, cache_dir=cache)
+    assert [r["repo"] for r in removed["removed"]] == [REPO]
+    assert hub.cache_ls(cache_dir=cache) == [] and hub.cache_verify(cache_dir=cache) == []

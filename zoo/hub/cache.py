@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from zoo._io import sha256_file
@@ -59,6 +60,48 @@ def _scan(cache_dir: Path | None):
         return None
 
 
+BROKEN = "(broken)"   # the revision shown for a cache entry huggingface_hub cannot read
+
+
+def _broken_repos(cache_dir: Path | None, scan, wanted: set[str] | None = None) -> list[tuple[str, Path]]:
+    """(repo id, folder) of model entries that `scan_cache_dir` could not read (a missing blob, a
+    dangling snapshot link, no snapshots): it lists them only in `warnings`, which would hide them."""
+    root = Path(cache_dir) if cache_dir else hf_cache_dir()
+    if not root.is_dir():
+        return []
+    readable = {Path(r.repo_path).resolve() for r in scan.repos} if scan is not None else set()
+    out = []
+    for folder in sorted(root.glob("models--*")):
+        if not folder.is_dir() or folder.is_symlink() or folder.resolve() in readable:
+            continue
+        repo = "/".join(folder.name.split("--")[1:])
+        if wanted is None or repo in wanted:
+            out.append((repo, folder))
+    return out
+
+
+def _broken_rows(repo: str, folder: Path, pins: dict) -> list[dict]:
+    """`cache_verify` rows for a broken entry: each snapshot file hashed, each dangling link
+    `missing` — all marked broken, so verify fails on them and rm removes them."""
+    rows = []
+    for snap in sorted(p for p in (folder / "snapshots").glob("*") if p.is_dir()):
+        pin = _pin_for(pins, repo, snap.name, set())
+        pinned = pin[1] if pin else {}
+        base = {"name": pin[0] if pin else None, "repo": repo, "revision": snap.name, "broken": True}
+        for path in sorted(p for p in snap.rglob("*") if p.is_symlink() or p.is_file()):
+            rel = path.relative_to(snap).as_posix()
+            if not path.exists():
+                rows.append({**base, "file": rel, "status": "missing", "expected": pinned.get(rel)})
+                continue
+            actual, expected = sha256_file(path), pinned.get(rel)
+            status = "unpinned" if expected is None else ("ok" if actual == expected else "mismatch")
+            rows.append({**base, "file": rel, "status": status, "expected": expected, "actual": actual})
+    if not rows:
+        rows.append({"name": None, "repo": repo, "revision": BROKEN, "file": "-", "status": "missing",
+                     "expected": None, "broken": True})
+    return rows
+
+
 def _cached_repos(cache_dir: str | Path | None, wanted: set[str] | None = None):
     """(repo, [(revision, registry pin or None), ...]) for every cached model repo, in a stable order."""
     scan = _scan(Path(cache_dir) if cache_dir else None)
@@ -74,10 +117,16 @@ def _cached_repos(cache_dir: str | Path | None, wanted: set[str] | None = None):
 
 def cache_ls(cache_dir: str | Path | None = None) -> list[dict]:
     """Every cached model revision, named by the registry checkpoint it holds when it holds one."""
-    return [{"name": pin[0] if pin else None, "repo": repo.repo_id, "revision": rev.commit_hash,
+    rows = [{"name": pin[0] if pin else None, "repo": repo.repo_id, "revision": rev.commit_hash,
              "refs": sorted(rev.refs), "files": rev.nb_files, "size": rev.size_on_disk,
              "path": str(rev.snapshot_path)}
             for repo, revisions in _cached_repos(cache_dir) for rev, pin in revisions]
+    scan = _scan(Path(cache_dir) if cache_dir else None)
+    for repo, folder in _broken_repos(cache_dir, scan):
+        files = [p for p in folder.rglob("*") if p.is_file() and "snapshots" not in p.parts]
+        rows.append({"name": None, "repo": repo, "revision": BROKEN, "refs": [], "files": len(files),
+                     "size": sum(p.stat().st_size for p in files), "path": str(folder), "broken": True})
+    return rows
 
 
 def _select(name: str | None) -> set[str] | None:
@@ -106,9 +155,12 @@ def cache_verify(name: str | None = None, cache_dir: str | Path | None = None) -
     One row per file: status `ok`, `mismatch` (expected/actual given), `missing` (pinned, not
     cached), or for revisions the registry does not pin: `ok`/`mismatch` against the blob's own
     name when that is a sha256 (LFS files), else `unpinned`. Also `partial` rows for temp files
-    of interrupted downloads."""
+    of interrupted downloads, and rows marked `broken` for entries huggingface_hub cannot read."""
     rows = []
-    for repo, revisions in _cached_repos(cache_dir, _select(name)):
+    wanted = _select(name)
+    for repo, folder in _broken_repos(cache_dir, _scan(Path(cache_dir) if cache_dir else None), wanted):
+        rows.extend(_broken_rows(repo, folder, _pins()))
+    for repo, revisions in _cached_repos(cache_dir, wanted):
         for rev, pin in revisions:
             label = pin[0] if pin else None
             pinned_files = pin[1] if pin else {}
@@ -141,8 +193,13 @@ def cache_verify(name: str | None = None, cache_dir: str | Path | None = None) -
 def cache_check(rows: list[dict]) -> None:
     """Raise when `cache_verify` rows hold a mismatch: `zoo cache verify` exits 1 on it."""
     bad = [r for r in rows if r["status"] == "mismatch"]
+    broken = {r["repo"] for r in rows if r.get("broken")}
     if bad:
         raise HubError(f"{len(bad)} cached file(s) do not match their sha256 pin; "
+                       f"`zoo cache rm NAME` and pull again")
+    if broken:
+        raise HubError(f"{len(broken)} cache entr{'y is' if len(broken) == 1 else 'ies are'} broken "
+                       f"(missing blobs or dangling links: {', '.join(sorted(broken))}); "
                        f"`zoo cache rm NAME` and pull again")
 
 
@@ -157,8 +214,13 @@ def cache_rm(name: str, cache_dir: str | Path | None = None) -> dict:
                 for rev in repo.revisions:
                     hashes.append(rev.commit_hash)
                     removed.append({"repo": repo.repo_id, "revision": rev.commit_hash})
+    freed = 0
+    for repo, folder in _broken_repos(cache_dir, scan, wanted):
+        freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+        shutil.rmtree(folder)
+        removed.append({"repo": repo, "revision": BROKEN})
     if not hashes:
-        return {"removed": [], "freed": 0}
+        return {"removed": removed, "freed": freed}
     strategy = scan.delete_revisions(*hashes)
     strategy.execute()
-    return {"removed": removed, "freed": strategy.expected_freed_size}
+    return {"removed": removed, "freed": freed + strategy.expected_freed_size}

@@ -287,7 +287,11 @@ def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = N
     send = send_token_on_pull(token)
     redact_hf_logs()
     reasons, mismatch = [], None
-    for source in sources(hub):
+    where = sources(hub)
+    if not where:
+        what = "--hub" if hub is not None else "ZOO_HUB"
+        raise HubError(f"{what}={hub if hub is not None else os.environ.get('ZOO_HUB')!r} names no folder or URL")
+    for source in where:
         try:
             if is_url(source):
                 return _pull_url(source, repo, revision, files, progress, cache, send)

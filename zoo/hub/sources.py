@@ -60,10 +60,16 @@ def sources(hub: str | None = None) -> list[str]:
 def push_target(hub: str | None = None) -> str:
     """Where a push goes: the first of --hub, else of $ZOO_HUB, else the project's `hub/` folder.
     Never the public Hub by default: publishing is always asked for by name."""
-    if hub is not None and hub.strip():
-        return sources(hub)[0]
+    if hub is not None:
+        given = sources(hub) if hub.strip() else []
+        if not given:   # `--hub ''` must not mean "the project's own hub/"
+            raise HubError(f"--hub {hub!r} names no folder or URL; give --hub FOLDER|URL")
+        return given[0]
     if os.environ.get("ZOO_HUB", "").strip():
-        return sources(None)[0]
+        given = sources(None)
+        if not given:
+            raise HubError(f"ZOO_HUB={os.environ['ZOO_HUB']!r} names no folder or URL")
+        return given[0]
     if project_hub_dir().is_dir():
         return str(project_hub_dir())
     raise HubError("where to? give --hub FOLDER|URL (or set ZOO_HUB)")
