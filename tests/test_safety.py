@@ -458,3 +458,18 @@ def test_cache_sees_and_removes_a_broken_entry(tmp_path, checkpoint):
     removed = hub.cache_rm(REPO, cache_dir=cache)
     assert [r["repo"] for r in removed["removed"]] == [REPO]
     assert hub.cache_ls(cache_dir=cache) == [] and hub.cache_verify(cache_dir=cache) == []
+
+
+# ---- push/pull names: a repo id or a pinned file name never leaves its folder -----------------------
+
+@pytest.mark.parametrize("repo", ["org/x\n", "org/x..", "org/..", "../x", "org/x/y", "org/x."])
+def test_bad_repo_ids_are_refused_and_create_nothing(tmp_path, checkpoint, repo):
+    with pytest.raises(HubError, match="not a repo id"):
+        hub.push(checkpoint, repo, hub=str(tmp_path / "hubdir"))
+    assert not (tmp_path / "hubdir").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", ""])
+def test_pinned_file_names_outside_the_repo_are_one_line(tmp_path, name):
+    with pytest.raises(HubError, match="not a path inside the repo"):
+        hub.pull(REPO, "a" * 40, {name: "0" * 64}, hub=str(tmp_path), cache_dir=tmp_path / "c")

@@ -22,7 +22,7 @@ from typing import Iterator
 from zoo._io import sha256_file
 from zoo.errors import CheckpointError, HubError
 from zoo.hub.cache import hf_cache_dir, offline, repo_folder
-from zoo.hub.sources import check_repo_id, is_url, redact, redact_hf_logs, send_token_on_pull, sources
+from zoo.hub.sources import check_file_names, check_repo_id, is_url, redact, redact_hf_logs, send_token_on_pull, sources
 
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -281,6 +281,7 @@ def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = N
     asked (`token=True` or ZOO_HUB_SEND_TOKEN=1): pinned files need none, and a --hub URL may be
     any server. Messages never echo credentials written into a URL."""
     check_repo_id(repo)
+    check_file_names(repo, files or {})
     if not files:
         raise HubError(f"{repo}: the registry pins no files for this checkpoint")
     cache = Path(cache_dir) if cache_dir else hf_cache_dir()

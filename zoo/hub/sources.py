@@ -143,5 +143,16 @@ def send_token_on_pull(ask: bool | None = None) -> bool:
 
 
 def check_repo_id(repo: str) -> None:
-    if not REPO_ID.match(repo):
-        raise HubError(f"'{repo}' is not a repo id of the form ORG/NAME")
+    # fullmatch: `$` alone would accept a trailing newline (a folder named "x\n")
+    if not isinstance(repo, str) or not REPO_ID.fullmatch(repo) or ".." in repo or \
+            any(part.endswith(".") for part in repo.split("/")):
+        raise HubError(f"{repo!r} is not a repo id of the form ORG/NAME")
+
+
+def check_file_names(repo: str, files) -> None:
+    """File names pinned in the registry stay inside the repo folder: no absolute path, no `..`."""
+    for name in files:
+        parts = str(name).replace("\\", "/").split("/")
+        if not name or str(name).startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise HubError(f"{repo}: the registry pins a file named {name!r}, which is not a path "
+                           f"inside the repo; refused")
