@@ -16,7 +16,7 @@ RUNGS = [
     {"zoo.errors", "zoo._version"},
     {"zoo._io", "zoo.options"},
     {"zoo.registry"},
-    {"zoo.card"},
+    {"zoo.catalogue", "zoo.card"},
     {"zoo.checkpoint"},
     {"zoo.data", "zoo.layers"},
     {"zoo.models"},

@@ -142,3 +142,18 @@ def test_list_models_takes_a_wildcard_like_timm():
     assert zoo.list_models("mhaf*") == [n for n in registry.load_registry().models if n.startswith("mhaf")]
     assert zoo.list_models("deeponet", pretrained=True) == ["deeponet.antiderivative", "deeponet.darcy",
                                                             "deeponet.darcy-neuralop"]
+
+
+def test_list_summary_cache_follows_every_edit_of_the_registry(tmp_path, monkeypatch):
+    """`zoo list` answers from a JSON summary; editing registry.yaml must never show stale names."""
+    from zoo import catalogue
+    src = registry.registry_path().read_text()
+    path = tmp_path / "registry.yaml"
+    path.write_text(src)
+    monkeypatch.setenv("ZOO_REGISTRY", str(path))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    assert "deeponet" in catalogue.list_models()
+    assert list((tmp_path / "cache" / "registry").glob("*.json"))   # the summary was cached
+    path.write_text(src.replace("\n  deeponet:\n    family: deeponet\n", "\n  deeponet-renamed:\n    family: deeponet\n", 1))
+    names = catalogue.list_models()
+    assert "deeponet-renamed" in names and "deeponet" not in names

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import zoo.registry as _reg
 from zoo.errors import ZooError
 
 
@@ -15,18 +14,21 @@ def list_models(pattern: str | None = None, *, task: str | None = None, family: 
                 status: str | None = None, pretrained: bool = False) -> list[str]:
     """Registered model names (or `name.tag` checkpoint names with pretrained=True); `pattern` is a
     shell-style wildcard as in timm (`zoo.list_models("mhaf*")`)."""
-    return _reg.list_models(pattern, task=task, family=family, status=status, pretrained=pretrained)
+    from zoo.catalogue import list_models as _list
+    return _list(pattern, task=task, family=family, status=status, pretrained=pretrained)
 
 
 def model_rows(pattern: str | None = None, *, task: str | None = None, family: str | None = None,
                pretrained: bool = False) -> list[dict]:
     """`zoo list` as data: name, family, task, status, checkpoints, paper, arXiv id per model."""
-    return _reg.list_rows(pattern, task=task, family=family, pretrained=pretrained)
+    from zoo.catalogue import list_rows
+    return list_rows(pattern, task=task, family=family, pretrained=pretrained)
 
 
 def info(name: str) -> dict:
     """Everything the registry says about a model (or a run folder's config.json says about the
     run), with the task's metric definitions, as plain data."""
+    import zoo.registry as _reg
     from zoo.loading import is_checkpoint_dir, run_info
     from zoo.tasks import metric_definitions
 
@@ -121,5 +123,39 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub: st
     return _bench(name, compare=compare, train=train, hub=hub, device=device, fuse=fuse, options=options)
 
 
+def verify(name: str | None = None, *, all: bool = False, hub: str | None = None, device: str | None = None,
+           max_seconds: float | None = None, record: bool = False) -> dict:
+    """Re-run a checkpoint's recorded eval and compare with its card (PASS/FAIL per metric within the
+    recorded tolerance); `all=True`: every checkpoint (`max_seconds`: only the quick ones)."""
+    from zoo.verbs import verify as _verify
+    if all:
+        return _verify.verify_all(hub=hub, device=device, max_seconds=max_seconds, pattern=name)
+    if not name:
+        raise ZooError("give a checkpoint (NAME or NAME.TAG) or --all")
+    return _verify.verify(name, hub=hub, device=device, record=record)
+
+
+def model_index(name: str, metrics: dict | None = None) -> list[dict]:
+    """The Hugging Face `model-index` block for a checkpoint's card: our measured metrics."""
+    from zoo.verbs.verify import model_index as _model_index
+    return _model_index(name, metrics)
+
+
+def compare(names: list[str], *, dataset: str | None = None, report: str | Path | None = None,
+            backends: list[str] | None = None, hub: str | None = None, device: str | None = None,
+            **options) -> dict:
+    """Measure models side by side in one process on the same data: params, FLOPs, latency per
+    backend, peak memory and the task's metrics; `report` writes HTML (+ Markdown beside it)."""
+    from zoo.verbs.compare import compare as _compare
+    return _compare(names, dataset=dataset, report=report, backends=backends, hub=hub, device=device,
+                    options=options)
+
+
+def site_build(out: str | Path, *, force: bool = False) -> dict:
+    """A static catalogue of the zoo (index + one page per family) in `out`; no server needed."""
+    from zoo.site import build as _build
+    return _build(out, force=force)
+
+
 __all__ = ["ZooError", "bench", "convert", "create_model", "evaluate", "export", "finetune", "info",
-           "list_models", "predict", "pull", "push"]
+           "list_models", "model_index", "predict", "pull", "push", "site_build", "verify", "compare"]

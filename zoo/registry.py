@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import importlib
 import os
@@ -36,6 +35,28 @@ class Reported(_Strict):
     note: Optional[str] = None
 
 
+class EvalRecord(_Strict):
+    """What `zoo verify` needs to re-measure a checkpoint's metrics: the same eval, on the same data,
+    compared within a stated tolerance. All optional but the dataset, so entries without it stay valid."""
+    dataset: str
+    split: str = "test"
+    options: dict[str, Any] = Field(default_factory=dict)     # the -o options of that `zoo eval`
+    data: Optional[str] = None          # the data's identity in words: generator parameters and seed, or source
+    data_sha256: Optional[str] = None   # sha256 of the eval set's tensors as loaded (zoo.verbs.verify.fingerprint)
+    files: dict[str, str] = Field(default_factory=dict)       # shipped files the eval reads ($ZOO_DATA-relative) -> sha256
+    rtol: float = 1e-3                  # |now - card| <= atol + rtol * |card|
+    atol: float = 0.0
+    tolerance: dict[str, float] = Field(default_factory=dict)  # per-metric absolute tolerance, overrides the above
+    seconds: Optional[float] = None     # how long the eval took when recorded (CI runs the fast ones)
+
+    @field_validator("data_sha256")
+    @classmethod
+    def _hex(cls, value):
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise ValueError(f"needs a 64-hex sha256, got '{value}'")
+        return value
+
+
 class Checkpoint(_Strict):
     dataset: str
     repo: str                           # hub repo id, org/name
@@ -46,6 +67,7 @@ class Checkpoint(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)   # overrides of the entry config
     metrics: dict[str, float] = Field(default_factory=dict)  # measured by our own `zoo eval`
     eval_data: Optional[str] = None     # what the metrics were measured on
+    eval: Optional[EvalRecord] = None   # how to re-measure the metrics (`zoo verify`)
     note: Optional[str] = None
 
     @field_validator("files")
@@ -250,43 +272,6 @@ def resolve(name: str, dataset: str | None = None) -> tuple[str, ModelEntry, Opt
             if ck.dataset == dataset:
                 return model, entry, t
     return model, entry, entry.default_checkpoint
-
-
-def list_models(pattern: str | None = None, *, task: str | None = None, family: str | None = None,
-                status: str | None = None, pretrained: bool = False) -> list[str]:
-    """Names, filtered by task/family/status and a shell-style `pattern` (`mhaf*`) as timm does."""
-    reg = load_registry()
-    tasks = {e.task for e in reg.models.values()}
-    if task and task not in tasks:
-        raise UnknownNameError("task", task, tasks)
-    families = {e.family for e in reg.models.values()}
-    if family and family not in families:
-        raise UnknownNameError("family", family, families)
-    out = []
-    for name, e in reg.models.items():
-        if (task and e.task != task) or (family and e.family != family) or (status and e.status != status):
-            continue
-        if pretrained:
-            out += [f"{name}.{t}" for t in e.checkpoints]
-        else:
-            out.append(name)
-    if pattern:
-        out = [n for n in out if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.split(".")[0], pattern)]
-    return out
-
-
-def list_rows(pattern: str | None = None, *, task: str | None = None, family: str | None = None,
-              pretrained: bool = False) -> list[dict]:
-    """One row per name for `zoo list` (plain data; the CLI renders it)."""
-    models = load_registry().models
-    rows = []
-    for n in list_models(pattern, task=task, family=family, pretrained=pretrained):
-        base = n.split(".")[0]
-        e = models[base]
-        rows.append({"name": n, "family": e.family, "task": e.task, "status": e.status,
-                     "checkpoints": [f"{base}.{t}" for t in e.checkpoints] if "." not in n else [n],
-                     "paper": e.paper.title, "arxiv": e.paper.arxiv})
-    return rows
 
 
 def info(name: str) -> dict:
