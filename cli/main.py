@@ -209,11 +209,17 @@ def eval_(name: str,
           data: Optional[str] = typer.Option(None, "--data", help="your own data file or folder"),
           split: str = typer.Option("test", "--split"),
           batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+          conf: Optional[float] = typer.Option(None, "--conf", help="detection: score threshold"),
+          iou: Optional[float] = typer.Option(None, "--iou", help="detection: NMS IoU threshold (with --nms)"),
+          imgsz: Optional[int] = typer.Option(None, "--imgsz", help="detection: square input size"),
+          max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
+          nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
     res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device,
-                       **_options(option, batch_size=batch_size))
+                       **_options(option, batch_size=batch_size, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
+                                  nms=nms))
     if as_json:
         _print_json(res)
     else:
@@ -227,11 +233,17 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             save: Optional[Path] = typer.Option(None, "--save", help="write the picture here"),
             steps: Optional[int] = typer.Option(None, "--steps"),
             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+            conf: Optional[float] = typer.Option(None, "--conf", help="detection: score threshold"),
+            iou: Optional[float] = typer.Option(None, "--iou", help="detection: NMS IoU threshold (with --nms)"),
+            imgsz: Optional[int] = typer.Option(None, "--imgsz", help="detection: square input size"),
+            max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
+            nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
     res = api.predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device,
-                      **_options(option, steps=steps, max_new_tokens=max_new_tokens))
+                      **_options(option, steps=steps, max_new_tokens=max_new_tokens, conf=conf, iou=iou,
+                                 imgsz=imgsz, max_det=max_det, nms=nms))
     if as_json:
         _print_json(res)
         return
@@ -349,6 +361,68 @@ def bench(name: str,
     out.print(t)
     for k, v in res.get("ratios", {}).items():
         out.print(f"{k}: {v:.3f}")
+
+
+# ---- verify / compare / site (issue 19) ---------------------------------------------------------------
+
+def _v(metric: str, v) -> str:
+    return "-" if v is None else _number(metric, v)
+
+
+def _status(s: str) -> str:
+    colour = {"PASS": "green", "FAIL": "red", "MISSING": "red", "SKIP": "yellow"}.get(s, "white")
+    return f"[{colour}]{s}[/]"
+
+
+def _verify_table(res: dict) -> None:
+    _heading(f"{res['checkpoint']} on {res['dataset']} ({res['split']}): {res['status']} in {res['seconds']:.1f} s")
+    t = _table("metric", "card", "now", "Δ", "tol", "paper", "result", right=("card", "now", "Δ", "tol", "paper"))
+    for r in res["metrics"]:
+        paper = r.get("paper")
+        t.add_row(r["metric"], _v(r["metric"], r["card"]), _v(r["metric"], r["now"]),
+                  "-" if r["delta"] is None else f"{r['delta']:+.2g}",
+                  "-" if r["tolerance"] is None else f"{r['tolerance']:.2g}",
+                  _number(r["metric"], paper["value"]) if paper else "-",
+                  _status(r["status"]) if r["status"] != "info" else "[dim]info[/]")
+    d = res["data_sha256"]
+    if d["card"]:
+        t.add_row("data sha256", d["card"][:8], (d["now"] or "-")[:8], "", "exact", "-", _status(d["status"]))
+    out.print(t)
+    if any(r.get("paper") for r in res["metrics"]):
+        _say("paper: the paper's own number (" + "; ".join(sorted({r["paper"]["source"] for r in res["metrics"]
+                                                                    if r.get("paper")})) + "), never re-measured")
+
+
+@app.command()
+def verify(name: Optional[str] = typer.Argument(None, help="NAME.TAG (a bare NAME: its default checkpoint); "
+                                                "with --all, a wildcard"),
+           all_: bool = typer.Option(False, "--all", help="every checkpoint"),
+           max_seconds: Optional[float] = typer.Option(None, "--max-seconds",
+                                                       help="with --all: only checkpoints whose recorded eval is quicker"),
+           record: bool = typer.Option(False, "--record", help="also print the registry `eval:` block of this run"),
+           device: Optional[str] = DeviceOpt, hub: Optional[str] = HubOpt, as_json: bool = JsonOpt):
+    """Pull a checkpoint, re-run the card's own eval on the card's data, compare: exit 1 on FAIL."""
+    with _working(f"re-measuring {'every checkpoint' if all_ else name} ...", quiet=as_json):
+        res = api.verify(name, all=all_, hub=hub, device=device, max_seconds=max_seconds, record=record)
+    if as_json:
+        _print_json(res)
+    elif all_:
+        t = _table("checkpoint", "status", "seconds", "note", right=("seconds",), wrap=("note",))
+        for r in res["results"]:
+            bad = [m["metric"] for m in r["metrics"] if m["status"] == "FAIL"]
+            note = r.get("reason") or (f"off: {', '.join(bad)}" if bad else "")
+            t.add_row(r["checkpoint"], _status(r["status"]), f"{r['seconds']:.1f}" if "seconds" in r else "-", note)
+        _heading("zoo verify --all: " + ", ".join(f"{n} {k}" for k, n in res["counts"].items() if n))
+        out.print(t)
+    else:
+        _verify_table(res)
+        if record:
+            import yaml
+            out.print("registry `eval:` block of this run:", highlight=False)
+            out.print(yaml.safe_dump({"eval": res["record"]}, sort_keys=False, width=1000).rstrip(), highlight=False)
+    ok = res["ok"] if all_ else res["status"] == "PASS"
+    if not ok:
+        raise typer.Exit(1)
 
 
 def _register_extras() -> None:
