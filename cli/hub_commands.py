@@ -53,6 +53,9 @@ def push(folder: Path = typer.Argument(..., help="checkpoint folder (from `zoo f
         return
     err.print(f"pushed {folder} -> {pushed['hub']}/{repo} @ {pushed['entry']['revision']}", highlight=False,
               soft_wrap=True)
+    if pushed.get("skipped"):
+        err.print("not published (not a checkpoint file): " + ", ".join(map(str, pushed["skipped"])),
+                  highlight=False, soft_wrap=True)
     err.print(f"paste under `{pushed['model']}: checkpoints:` in registry.yaml:", highlight=False)
     sys.stdout.write(zhub.registry_snippet(pushed))
 

@@ -275,7 +275,7 @@ def _run(args: dict) -> dict:
                 test_set, _ = dataset_for(loaded, dataset_name, args.get("data"), "test", options)
                 with torch.inference_mode():
                     metrics = task.evaluate(final_model, test_set, options)
-                eval_data = f"{dataset_name or args.get('data')} test split"
+                eval_data = f"{dataset_name or args.get('data')} {getattr(test_set, 'split', 'test')} split"
             except Exception as exc:  # the weights are still worth keeping; say why eval was skipped
                 metrics, eval_data = {}, f"not evaluated: {exc}"
         meta = {"model": loaded.name, "tag": options.get("tag") or dataset_name, "task": loaded.task_name,
