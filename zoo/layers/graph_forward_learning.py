@@ -1,0 +1,210 @@
+"""ForwardGNN's training procedures (Park et al., ICLR 2024) as training modules on a plain GNN stack
+(`zoo.models.forwardgnn.ForwardGNN`), the graph counterpart of `local_learning.py`.
+
+The whole (transductive) graph is one batch and one call of the module is one epoch. Layer-wise
+procedures train one layer at a time: its input is the detached output of the finished layers
+below, it has its own Adam optimiser (lr 1e-3, weight decay 5e-4, the official hard-coded values),
+and it stops early: validation accuracy every `val_every` epochs, stop after `patience`
+validations without improvement or `epochs_per_layer` epochs, then the layer's best weights are
+restored and the next layer starts. The module runs its own backward and optimiser steps
+(`runs_backward = True`); the fine-tune loop's own optimiser is handed a single unused anchor
+parameter, so it changes nothing. Progress (current layer, epoch, patience, best weights, every
+optimiser's state) is the module's extra state, so `zoo finetune --resume` continues mid-layer.
+
+Procedures (the model's `procedure`):
+* ``bp`` - end-to-end backpropagation through the whole stack, one Adam, same early stopping.
+* ``sf`` - single-forward: per layer, cross-entropy on the training nodes of the logits
+  dot(node, class virtual node) / T on the augmented graph (see the model).
+* ``sf-top2loss`` - SF with top-down signals to the loss: all layers train in every epoch; the
+  loss of layer l uses the mean of its output and the detached outputs of the layers above from the
+  previous epoch; gradient norms clipped at 1.0. The official `--alternating-update` (even, then
+  odd layers) is not built; early stopping is on the whole stack (our interpretation).
+* ``ff-la`` - forward-forward with label appending: positive input = features + one-hot true label
+  for training nodes (uniform for the others), one negative input per wrong class; goodness = sum
+  of squared activations minus theta; BCE-with-logits (positive 1, negative 0) on training nodes.
+Validation accuracy for early stopping is that of the model's own prediction from the layers
+trained so far (our interpretation: the notes do not say which score the official code watches).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from zoo.options import Options
+
+
+class GraphForwardOptions(Options):
+    epochs_per_layer: int = Field(1000, description="most epochs per layer (official 1000)")
+    patience: int = Field(100, description="validations without improvement before a layer stops (official 100)")
+    val_every: int = Field(2, description="epochs between validations (official 2)")
+    layer_lr: float = Field(1e-3, description="Adam learning rate of each layer's optimiser (official 1e-3)")
+    layer_weight_decay: float = Field(5e-4, description="Adam weight decay (official 5e-4)")
+
+
+class LayerwiseGraphTraining(nn.Module):
+    runs_backward = True
+
+    def __init__(self, model: nn.Module, options: dict | None = None):
+        super().__init__()
+        o = GraphForwardOptions.model_validate({k: v for k, v in (options or {}).items()
+                                                if k in GraphForwardOptions.model_fields})
+        self.model = model
+        self.o = o
+        self.anchor = nn.Parameter(torch.zeros(1))   # the loop's optimiser steps only this (never has a grad)
+        proc = model.procedure
+        self.layerwise = proc in ("sf", "ff-la")
+        groups = [list(c.parameters()) for c in model.convs] if self.layerwise else [list(model.parameters())]
+        self.opts = [torch.optim.Adam(g, lr=o.layer_lr, weight_decay=o.layer_weight_decay) for g in groups]
+        self.phase, self.epoch, self.bad, self.best_acc = 0, 0, 0, -1.0
+        self.best: dict[str, torch.Tensor] = {}
+        self.prev_top: list[torch.Tensor] | None = None   # sf-top2loss: last epoch's layer outputs
+        if self.layerwise:
+            model.trained_layers.fill_(1)
+
+    def param_groups(self, lr: float):
+        return [{"params": [self.anchor], "weight_decay": 0.0}]
+
+    # ---- progress, saved with the module's state dict --------------------------------------------
+    def get_extra_state(self):
+        return {"phase": self.phase, "epoch": self.epoch, "bad": self.bad, "best_acc": self.best_acc,
+                "best": self.best, "opts": [o.state_dict() for o in self.opts]}
+
+    def set_extra_state(self, state):
+        self.phase, self.epoch, self.bad = int(state["phase"]), int(state["epoch"]), int(state["bad"])
+        self.best_acc, self.best = float(state["best_acc"]), dict(state["best"])
+        for opt, st in zip(self.opts, state["opts"]):
+            opt.load_state_dict(st)
+
+    @property
+    def done(self) -> bool:
+        return self.phase >= len(self.opts)
+
+    def _tracked(self) -> dict[str, nn.Parameter]:
+        """The parameters the current phase trains (their best values are kept)."""
+        prefix = f"convs.{self.phase}." if self.layerwise else ""
+        return {k: p for k, p in self.model.named_parameters() if k.startswith(prefix)}
+
+    # ---- one epoch -------------------------------------------------------------------------------
+    def forward(self, g):
+        if self.done:
+            return torch.zeros(()), {"phase": float(self.phase), "done": 1.0}
+        model = self.model
+        model.train()
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        proc = model.procedure
+        if proc == "bp":
+            loss = self._bp(g)
+        elif proc == "sf":
+            loss = self._sf(g, self.phase)
+        elif proc == "sf-top2loss":
+            loss = self._top2loss(g)
+        else:
+            loss = self._ff(g, self.phase)
+        if proc == "sf-top2loss":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        self.opts[self.phase].step()
+        self.epoch += 1
+        logs = {"loss": float(loss.detach()), "layer": float(self.phase)}
+        if self.epoch % self.o.val_every == 0:
+            acc = self._val_acc(g)
+            logs["val_accuracy"] = acc
+            if acc > self.best_acc:
+                self.best_acc, self.bad = acc, 0
+                self.best = {k: p.detach().clone() for k, p in self._tracked().items()}
+            else:
+                self.bad += 1
+        if self.bad >= self.o.patience or self.epoch >= self.o.epochs_per_layer:
+            self._finish_phase()
+        return loss.detach(), logs
+
+    def _finish_phase(self) -> None:
+        with torch.no_grad():
+            for k, p in self._tracked().items():
+                if k in self.best:
+                    p.copy_(self.best[k])
+        self.phase += 1
+        self.epoch, self.bad, self.best_acc, self.best = 0, 0, -1.0, {}
+        n_layers = len(self.model.convs)
+        self.model.trained_layers.fill_(min(self.phase + 1, n_layers) if self.layerwise and not self.done else n_layers)
+
+    @torch.no_grad()
+    def _val_acc(self, g) -> float:
+        self.model.eval()
+        pred = self.model(g["x"], g["edge_index"]).argmax(-1)
+        self.model.train()
+        m = g["val_mask"] if bool(g["val_mask"].any()) else g["train_mask"]
+        return float((pred[m] == g["y"][m]).float().mean())
+
+    def _labels(self, g) -> torch.Tensor:
+        return torch.where(g["train_mask"], g["y"], torch.full_like(g["y"], -1))
+
+    def _bp(self, g):
+        logits = self.model(g["x"], g["edge_index"])
+        loss = F.cross_entropy(logits[g["train_mask"]], g["y"][g["train_mask"]])
+        loss.backward()
+        return loss
+
+    def _sf(self, g, layer: int):
+        model, n = self.model, g["x"].shape[0]
+        h, ei = model.augmented(g["x"], g["edge_index"], self._labels(g))
+        with torch.no_grad():
+            for i in range(layer):
+                h = model.layer(i, h, ei)
+        h = model.layer(layer, h.detach(), ei)
+        logits = model.sf_logits(h, n)
+        loss = F.cross_entropy(logits[g["train_mask"]], g["y"][g["train_mask"]])
+        loss.backward()
+        return loss
+
+    def _top2loss(self, g):
+        model, n = self.model, g["x"].shape[0]
+        h, ei = model.augmented(g["x"], g["edge_index"], self._labels(g))
+        outs, total = [], 0.0
+        for i in range(len(model.convs)):
+            h = model.layer(i, h.detach(), ei)
+            outs.append(h.detach())
+            above = self.prev_top[i + 1:] if self.prev_top is not None else []
+            mixed = torch.stack([h, *above]).mean(0) if above else h
+            loss = F.cross_entropy(model.sf_logits(mixed, n)[g["train_mask"]], g["y"][g["train_mask"]])
+            loss.backward()
+            total = total + loss.detach()
+        self.prev_top = outs
+        return total / len(model.convs)
+
+    def _ff(self, g, layer: int):
+        model = self.model
+        x, ei, y, train = g["x"], g["edge_index"], g["y"], g["train_mask"]
+        n, c = x.shape[0], model.num_classes
+        uniform = torch.full((n, c), 1.0 / c, device=x.device)
+
+        def run(label_vec):
+            h = model.with_label(x, label_vec)
+            with torch.no_grad():
+                for i in range(layer):
+                    h = F.normalize(model.layer(i, h, ei), dim=-1)
+            out = model.layer(layer, h.detach(), ei)
+            return out.pow(2).sum(-1) - model.theta   # training goodness: sum of squares - theta
+
+        pos_vec = torch.where(train[:, None], F.one_hot(y.clamp(min=0), c).float(), uniform)
+        pos = run(pos_vec)[train]
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+        negs = []
+        for k in range(c):
+            wrong = train & (y != k)
+            if not bool(wrong.any()):
+                continue
+            vec = torch.where(train[:, None], F.one_hot(torch.full_like(y, k), c).float(), uniform)
+            negs.append(run(vec)[wrong])
+        if negs:
+            neg = torch.cat(negs)
+            loss = 0.5 * (loss + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+        loss.backward()
+        return loss
+
+
+def training_method(model: nn.Module, options: dict | None = None) -> nn.Module:
+    return LayerwiseGraphTraining(model, options)

@@ -1,0 +1,207 @@
+"""ForwardGNN (Park et al., ICLR 2024, arXiv 2403.11004): plain GNN stacks that forward-learning
+procedures train layer by layer (the procedures live in `zoo/layers/graph_forward_learning.py`).
+
+Backbones, as the official `gnn_conv.py` builds them (facts only; the code is CC BY-NC): PyG
+GCNConv, SAGEConv (mean aggregation) or GATConv (4 heads, hidden/4 per head, concatenated), each
+followed by ReLU; hidden 128, 4 layers.
+
+What the model holds depends on its procedure:
+
+* ``bp`` - the backpropagation baseline: the conv stack and a linear classifier on the last layer
+  (our interpretation: the notes do not say how the official BP script reads out classes).
+* ``sf`` (single-forward, also ``sf-top2loss``) - one virtual node per class with fixed random
+  features (drawn N(0, 1) as a fresh nn.Embedding is, never trained). Every training node is wired
+  both ways to its class's virtual node. Each layer L2-normalises its input rows, applies its conv
+  and ReLU; its class logits are dot(node, virtual node of the class) / temperature. The
+  prediction sums the per-layer softmax over the layers trained so far and takes the argmax.
+* ``ff-la`` (forward-forward with label appending) - the input is the features with a label
+  vector appended (one-hot for training nodes, uniform for the others); goodness of a layer is the
+  mean of squared activations minus theta (2.0) at prediction; prediction appends each candidate
+  label in turn and takes the label whose summed goodness is highest.
+
+Inference is transductive: the buffers hold the training labels (-1 where a node has none), the
+node count and a fingerprint of the graph the model was trained on; `check_graph` refuses any other
+graph with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PROCEDURES = ("bp", "sf", "sf-top2loss", "ff-la")
+BACKBONES = ("gcn", "sage", "gat")
+
+
+def make_conv(backbone: str, c_in: int, c_out: int, heads: int = 4) -> nn.Module:
+    from torch_geometric.nn import GATConv, GCNConv, SAGEConv
+    if backbone == "gcn":
+        return GCNConv(c_in, c_out)
+    if backbone == "sage":
+        return SAGEConv(c_in, c_out, aggr="mean")
+    if backbone == "gat":
+        if c_out % heads:
+            raise ValueError(f"GAT width {c_out} is not divisible by {heads} heads")
+        return GATConv(c_in, c_out // heads, heads=heads, concat=True)
+    raise ValueError(f"unknown backbone '{backbone}'; one of {BACKBONES}")
+
+
+def graph_fingerprint(edge_index: torch.Tensor, num_nodes: int) -> int:
+    """A 62-bit fingerprint of a graph's structure (node count + sorted edge list)."""
+    import numpy as np
+    ei = edge_index.detach().cpu().to(torch.int64)
+    key = ei[0] * (num_nodes + 1) + ei[1]
+    key, _ = torch.sort(key)
+    digest = hashlib.sha256(np.int64(num_nodes).tobytes() + key.numpy().tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+class ForwardGNN(nn.Module):
+    def __init__(self, in_channels: int = 2879, num_classes: int = 7, num_nodes: int = 2995, hidden: int = 128,
+                 layers: int = 4, backbone: str = "gcn", procedure: str = "sf", heads: int = 4,
+                 temperature: float = 1.0, theta: float = 2.0, seed: int = 0):
+        super().__init__()
+        if procedure not in PROCEDURES:
+            raise ValueError(f"unknown procedure '{procedure}'; one of {PROCEDURES}")
+        self.in_channels, self.num_classes, self.num_nodes = in_channels, num_classes, num_nodes
+        self.hidden, self.backbone, self.procedure = hidden, backbone, procedure
+        self.temperature, self.theta = temperature, theta
+        c_in = in_channels + (num_classes if procedure == "ff-la" else 0)
+        widths = [c_in] + [hidden] * layers
+        self.convs = nn.ModuleList(make_conv(backbone, a, b, heads) for a, b in zip(widths[:-1], widths[1:]))
+        self.classifier = nn.Linear(hidden, num_classes) if procedure == "bp" else None
+        g = torch.Generator().manual_seed(seed)
+        # fixed random virtual-node features (never trained), part of the checkpoint
+        self.register_buffer("virtual_x", torch.randn(num_classes, in_channels, generator=g)
+                             if procedure.startswith("sf") else torch.zeros(0, in_channels))
+        self.register_buffer("train_labels", torch.full((num_nodes,), -1, dtype=torch.long))
+        self.register_buffer("graph_key", torch.zeros(1, dtype=torch.long))
+        # how many layers the layer-wise procedure has finished (bp: all of them at once)
+        self.register_buffer("trained_layers", torch.full((1,), layers if procedure == "bp" else 0, dtype=torch.long))
+
+    # ---- the graph the model is bound to ---------------------------------------------------------
+    def bind(self, graph: dict) -> None:
+        """Remember the training graph: its fingerprint and the labels of its training nodes."""
+        self.check_shapes(graph)
+        labels = torch.where(graph["train_mask"], graph["y"], torch.full_like(graph["y"], -1))
+        self.train_labels.copy_(labels.to(self.train_labels.device))
+        self.graph_key.fill_(graph_fingerprint(graph["edge_index"], graph["x"].shape[0]))
+
+    def check_shapes(self, graph: dict) -> None:
+        from zoo.errors import DataError
+        n, f = graph["x"].shape
+        if f != self.in_channels:
+            raise DataError(f"the graph has {f} features per node but this model takes {self.in_channels}; "
+                            f"train one for it with -o config='{{\"in_channels\": {f}, \"num_nodes\": {n}, "
+                            f"\"num_classes\": {int(graph['y'].max()) + 1}}}'")
+        if n != self.num_nodes:
+            raise DataError(f"the graph has {n} nodes but this model was built for {self.num_nodes}: inference is "
+                            f"transductive; train one for this graph (-o config='{{\"num_nodes\": {n}}}')")
+        if int(graph["y"].max()) >= self.num_classes:
+            raise DataError(f"the graph has {int(graph['y'].max()) + 1} classes but this model predicts "
+                            f"{self.num_classes}")
+
+    def check_graph(self, graph: dict) -> None:
+        """Refuse a graph this (transductive) model was not trained on."""
+        from zoo.errors import DataError
+        self.check_shapes(graph)
+        key = int(self.graph_key.item())
+        if key == 0:
+            raise DataError("this model has not been trained on any graph yet (no checkpoint): "
+                            "run zoo finetune first")
+        if key != graph_fingerprint(graph["edge_index"], graph["x"].shape[0]):
+            raise DataError(f"{graph.get('name', 'this graph')} is not the graph this model was trained on; "
+                            f"inference is transductive: train one on it with zoo finetune")
+
+    # ---- layers ----------------------------------------------------------------------------------
+    def augmented(self, x: torch.Tensor, edge_index: torch.Tensor, labels: torch.Tensor):
+        """SF's graph: class virtual nodes appended after the real ones, each wired both ways to the
+        nodes whose (training) label is its class."""
+        n = x.shape[0]
+        idx = torch.arange(n, device=x.device)
+        has = labels >= 0
+        src = idx[has]
+        vn = labels[has] + n
+        extra = torch.stack([torch.cat([src, vn]), torch.cat([vn, src])])
+        return torch.cat([x, self.virtual_x.to(x.dtype)], 0), torch.cat([edge_index, extra], 1)
+
+    def layer(self, i: int, h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        if self.procedure.startswith("sf"):
+            h = F.normalize(h, p=2.0, dim=-1)
+        return F.relu(self.convs[i](h, edge_index))
+
+    def sf_logits(self, h: torch.Tensor, n: int) -> torch.Tensor:
+        """Class logits of the real nodes from one SF layer's output on the augmented graph."""
+        return h[:n] @ h[n:].t() / self.temperature
+
+    def with_label(self, x: torch.Tensor, label_vec: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, label_vec.to(x.dtype)], 1)
+
+    def goodness(self, h: torch.Tensor) -> torch.Tensor:
+        return h.pow(2).mean(-1) - self.theta
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, C) of every node of the bound graph."""
+        n = x.shape[0]
+        depth = len(self.convs) if self.procedure == "bp" else max(1, int(self.trained_layers.item()))
+        if self.procedure == "bp":
+            h = x
+            for i in range(len(self.convs)):
+                h = self.layer(i, h, edge_index)
+            return self.classifier(h)
+        if self.procedure.startswith("sf"):
+            h, ei = self.augmented(x, edge_index, self.train_labels[:n])
+            score = x.new_zeros(n, self.num_classes)
+            for i in range(depth):
+                h = self.layer(i, h, ei)
+                score = score + torch.softmax(self.sf_logits(h, n), -1)
+            return score
+        # ff-la: goodness of each candidate label, summed over layers
+        scores = []
+        for c in range(self.num_classes):
+            h = self.with_label(x, F.one_hot(torch.full((n,), c, device=x.device, dtype=torch.long),
+                                             self.num_classes))
+            total = x.new_zeros(n)
+            for i in range(depth):
+                h = self.layer(i, h, edge_index)
+                total = total + self.goodness(h)
+                h = F.normalize(h, dim=-1)   # FF: only the direction passes on
+            scores.append(total)
+        return torch.stack(scores, 1)
+
+    def example_graph(self, seed: int = 0) -> dict:
+        """A random graph of the bound size (export, bench and the contract test)."""
+        g = torch.Generator().manual_seed(seed)
+        n = self.num_nodes
+        m = max(n * 2, 4)
+        src = torch.randint(0, n, (m,), generator=g)
+        dst = torch.randint(0, n, (m,), generator=g)
+        keep = src != dst
+        ei = torch.stack([torch.cat([src[keep], dst[keep]]), torch.cat([dst[keep], src[keep]])])
+        x = torch.rand(n, self.in_channels, generator=g)
+        y = torch.arange(n) % self.num_classes
+        perm = torch.randperm(n, generator=g)
+        masks = {k: torch.zeros(n, dtype=torch.bool) for k in ("train_mask", "val_mask", "test_mask")}
+        cut = [int(n * 0.64), int(n * 0.8)]
+        masks["train_mask"][perm[:cut[0]]] = True
+        masks["val_mask"][perm[cut[0]:cut[1]]] = True
+        masks["test_mask"][perm[cut[1]:]] = True
+        return {"x": x, "edge_index": ei, "y": y, **masks}
+
+
+def forwardgnn(**config) -> ForwardGNN:
+    return ForwardGNN(**config)
+
+
+def conv_params(backbone: str, c_in: int, c_out: int, heads: int = 4) -> int:
+    """Parameter count of one conv layer by formula (pinned against the built modules in tests)."""
+    if backbone == "gcn":
+        return c_in * c_out + c_out
+    if backbone == "sage":
+        return 2 * c_in * c_out + c_out           # lin_l (with bias) and lin_r (no bias)
+    if backbone == "gat":
+        return c_in * c_out + 3 * c_out           # shared lin, att_src, att_dst, bias
+    raise ValueError(backbone)
