@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoo._io import atomic_torch_save
@@ -134,14 +135,127 @@ def run(args: dict) -> dict:
         return _run(args)
 
 
+def _prepare(args: dict, device, options: dict):
+    """Build the model (from its checkpoint or random init, seeded) and its training set."""
+    import torch
+
+    from zoo.errors import ConfigError, DataError
+    from zoo.loading import dataset_for, load
+
+    seed = int(args.get("seed") or 0)
+    torch.manual_seed(seed)
+    pretrained = bool(args.get("pretrained"))
+    overrides = options.get("config") or None  # `-o config='{"num_classes": 3}'` for a user's own data
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError("-o config=... must be a JSON object of builder arguments")
+    loaded = load(args["name"], pretrained=pretrained, dataset=args.get("dataset"), hub=args.get("hub"),
+                  require_weights=pretrained, overrides=overrides, device=device)
+    torch.manual_seed(seed)  # the same init whatever happened while loading
+    options["pretrained"] = pretrained
+    train_set, dataset_name = dataset_for(loaded, args.get("dataset") or loaded.dataset, args.get("data"),
+                                          "train", options)
+    if len(train_set) == 0:
+        raise DataError("the training set is empty")
+    if not args.get("resume"):
+        loaded.task.prepare(loaded.model, train_set, options)
+    return loaded, train_set, dataset_name
+
+
+@dataclass
+class _Schedule:
+    """How many samples, micro-batches and steps: a pure function of the request and the set size."""
+    batch: int
+    accumulate: int
+    per_rank: int
+    micro_per_epoch: int
+    total: int
+    save_every: int
+    lr: float
+
+    @classmethod
+    def of(cls, args: dict, task, n: int, world: int) -> "_Schedule":
+        batch = int(args.get("batch_size") or task.default_batch_size)
+        accumulate = max(1, int(args.get("accumulate") or 1))
+        per_rank = max(1, batch // world)
+        micro_per_epoch = max(1, n // (per_rank * world)) if n >= per_rank * world else 1
+        steps_per_epoch = max(1, micro_per_epoch // accumulate)
+        total = int(args["steps"]) if args.get("steps") else (
+            int(args["epochs"]) * steps_per_epoch if args.get("epochs") else task.default_steps)
+        save_every = int(args.get("save_every") or max(1, min(500, total // 10 or 1)))
+        return cls(batch, accumulate, per_rank, micro_per_epoch, total, save_every,
+                   float(args.get("lr") or task.default_lr))
+
+
+def _optimiser(module, options: dict, plan: _Schedule):
+    """AdamW over the module's parameter groups, linear warm-up then cosine to zero."""
+    import torch
+
+    lr = plan.lr
+    groups = module.param_groups(lr) if hasattr(module, "param_groups") else [
+        {"params": [p for p in module.parameters() if p.requires_grad]}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(options.get("weight_decay", 1e-4)))
+    warmup = int(options.get("warmup", 0))
+
+    def lr_at(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, plan.total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+class _Stepper:
+    """One optimiser step: `accumulate` micro-batches forward/backward (AMP on CUDA), gradient
+    all-reduce for methods that run their own backward, clipping, the step and the schedule."""
+
+    def __init__(self, module, opt, sched, task, train_set, device, plan: _Schedule, options: dict, world: int):
+        self.module, self.opt, self.sched, self.task = module, opt, sched, task
+        self.train_set, self.device, self.plan, self.world = train_set, device, plan, world
+        self.clip = options.get("grad_clip")
+        self.runs_backward = bool(getattr(module, "runs_backward", False))
+        self.wrapped = module
+        if world > 1 and not self.runs_backward:
+            from torch.nn.parallel import DistributedDataParallel
+            self.wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.autocast, self.scaler = _amp(device, options)
+
+    def __call__(self, micro) -> float:
+        import torch
+        from torch.utils.data import Subset
+
+        from zoo.tasks.base import to_device
+
+        opt, scaler, accumulate = self.opt, self.scaler, self.plan.accumulate
+        opt.zero_grad(set_to_none=True)
+        for _ in range(accumulate):
+            idx = next(micro)
+            items = Subset(self.train_set, idx)
+            batch = to_device(self.task.collate([items[j] for j in range(len(idx))]), self.device)
+            with self.autocast():
+                loss, _ = self.wrapped(batch)
+            if not self.runs_backward:
+                scaled = loss / accumulate
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if self.world > 1 and self.runs_backward:
+            _allreduce_grads(self.module, self.world)
+        if scaler is not None:
+            scaler.unscale_(opt)
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), float(self.clip))
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        self.sched.step()
+        return float(loss.detach())
+
+
 def _run(args: dict) -> dict:
     import torch
-    from torch.utils.data import Subset
 
-    from zoo.checkpoint import save_checkpoint
-    from zoo.errors import CheckpointError
-    from zoo.loading import dataset_for, load, resolve_device
-    from zoo.tasks.base import to_device
+    from zoo.loading import resolve_device
 
     device = resolve_device(args.get("device"))
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -151,51 +265,13 @@ def _run(args: dict) -> dict:
     out = Path(args["out"])
     state_path = out / STATE
     options = dict(args.get("options") or {})
-
     seed = int(args.get("seed") or 0)
-    torch.manual_seed(seed)
-    pretrained = bool(args.get("pretrained"))
-    overrides = options.get("config") or None  # `-o config='{"num_classes": 3}'` for a user's own data
-    if overrides is not None and not isinstance(overrides, dict):
-        from zoo.errors import ConfigError
-        raise ConfigError("-o config=... must be a JSON object of builder arguments")
-    loaded = load(args["name"], pretrained=pretrained, dataset=args.get("dataset"), hub=args.get("hub"),
-                  require_weights=pretrained, overrides=overrides, device=device)
-    torch.manual_seed(seed)  # the same init whatever happened while loading
+
+    loaded, train_set, dataset_name = _prepare(args, device, options)
     task, model = loaded.task, loaded.model
-    options["pretrained"] = pretrained
-    dataset_name = args.get("dataset") or loaded.dataset
-    train_set, dataset_name = dataset_for(loaded, dataset_name, args.get("data"), "train", options)
-    if len(train_set) == 0:
-        from zoo.errors import DataError
-        raise DataError("the training set is empty")
-    if not args.get("resume"):
-        task.prepare(model, train_set, options)
-
-    batch = int(args.get("batch_size") or task.default_batch_size)
-    accumulate = max(1, int(args.get("accumulate") or 1))
-    per_rank = max(1, batch // world)
-    n = len(train_set)
-    micro_per_epoch = max(1, n // (per_rank * world)) if n >= per_rank * world else 1
-    steps_per_epoch = max(1, micro_per_epoch // accumulate)
-    total = int(args["steps"]) if args.get("steps") else (
-        int(args["epochs"]) * steps_per_epoch if args.get("epochs") else task.default_steps)
-    save_every = int(args.get("save_every") or max(1, min(500, total // 10 or 1)))
-    lr = float(args.get("lr") or task.default_lr)
-
+    plan = _Schedule.of(args, task, len(train_set), world)
     module = task.training_module(model, options)
-    groups = module.param_groups(lr) if hasattr(module, "param_groups") else [
-        {"params": [p for p in module.parameters() if p.requires_grad]}]
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(options.get("weight_decay", 1e-4)))
-    warmup = int(options.get("warmup", 0))
-
-    def lr_at(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))  # cosine to zero
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = _optimiser(module, options, plan)
     step, history = 0, []
     if args.get("resume"):
         st = torch.load(state_path, map_location=device, weights_only=True)
@@ -204,22 +280,14 @@ def _run(args: dict) -> dict:
         sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["rng"].cpu())
         step, history = int(st["step"]), list(st["history"])
-        if step >= total:
-            total = step
-
-    runs_backward = bool(getattr(module, "runs_backward", False))
-    wrapped = module
-    if world > 1 and not runs_backward:
-        from torch.nn.parallel import DistributedDataParallel
-        wrapped = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast, scaler = _amp(device, options)
+        plan.total = max(plan.total, step)
+    stepper = _Stepper(module, opt, sched, task, train_set, device, plan, options, world)
 
     def save_state():
-        if rank != 0:
-            return
-        atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                            "step": step, "history": history}, state_path)
+        if rank == 0:
+            atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                               "step": step, "history": history}, state_path)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     show = bool(args.get("progress", True)) and rank == 0
@@ -229,69 +297,57 @@ def _run(args: dict) -> dict:
     with Progress(TextColumn("[bold]finetune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), disable=not show,
                   transient=False) as bar:
-        job = bar.add_task(f"{loaded.name} on {dataset_name}", total=total, completed=step, loss="-")
-        micro = _micro_batches(n, per_rank, seed, rank, world, micro_per_epoch, start=step * accumulate)
-        while step < total:
-            opt.zero_grad(set_to_none=True)
-            for _ in range(accumulate):   # gradient accumulation: `accumulate` micro-batches per step
-                idx = next(micro)
-                items = Subset(train_set, idx)
-                batch_data = to_device(task.collate([items[j] for j in range(len(idx))]), device)
-                with autocast():
-                    loss, logs = wrapped(batch_data)
-                if not runs_backward:
-                    scaled = loss / accumulate
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            if world > 1 and runs_backward:
-                _allreduce_grads(module, world)
-            clip = options.get("grad_clip")
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if clip:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
+        job = bar.add_task(f"{loaded.name} on {dataset_name}", total=plan.total, completed=step, loss="-")
+        micro = _micro_batches(len(train_set), plan.per_rank, seed, rank, world, plan.micro_per_epoch,
+                               start=step * plan.accumulate)
+        while step < plan.total:
+            last_loss = stepper(micro)
             step += 1
-            last_loss = float(loss.detach())
             history.append([step, last_loss])
             bar.update(job, completed=step, loss=f"{last_loss:.3g}")
-            if step % save_every == 0 or step == total:
+            if step % plan.save_every == 0 or step == plan.total:
                 save_state()
     elapsed = time.perf_counter() - t0
-    steps_per_s = (step - t_steps0) / elapsed if elapsed > 0 else float("nan")
 
     summary = {"model": loaded.name, "dataset": dataset_name, "steps": step, "final_loss": last_loss,
-               "steps_per_s": steps_per_s, "world_size": world, "out": str(out)}
+               "steps_per_s": (step - t_steps0) / elapsed if elapsed > 0 else float("nan"),
+               "world_size": world, "out": str(out)}
     if rank == 0:
         final_model = module.model if hasattr(module, "model") else model
-        final_model.eval()
-        metrics, eval_data = {}, None
-        if not options.get("no_eval"):
-            try:
-                test_set, _ = dataset_for(loaded, dataset_name, args.get("data"), "test", options)
-                with torch.inference_mode():
-                    metrics = task.evaluate(final_model, test_set, options)
-                eval_data = f"{dataset_name or args.get('data')} {getattr(test_set, 'split', 'test')} split"
-            except Exception as exc:  # the weights are still worth keeping; say why eval was skipped
-                metrics, eval_data = {}, f"not evaluated: {exc}"
-        meta = {"model": loaded.name, "tag": options.get("tag") or dataset_name, "task": loaded.task_name,
-                "dataset": dataset_name, "config": loaded.config, "metrics": metrics, "eval_data": eval_data,
-                "command": command_line(args), "license": options.get("license", "MIT"),
-                "train": {"steps": step, "final_loss": last_loss, "seed": seed, "batch_size": batch,
-                          "lr": lr, "world_size": world}}
-        save_checkpoint(out, final_model, meta, dtype=options.get("dtype"))
-        # keep the training state beside the checkpoint for --resume (save_checkpoint replaced the folder)
-        save_state()
-        summary["metrics"] = metrics
+        train = {"steps": step, "final_loss": last_loss, "seed": seed, "batch_size": plan.batch, "lr": plan.lr,
+                 "world_size": world}
+        summary["metrics"] = _finish(args, loaded, final_model, dataset_name, options, train)
+        save_state()   # the training state stays beside the checkpoint for --resume
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict) -> dict:
+    """Evaluate on the test split (a failure is recorded, the weights are kept) and write the
+    checkpoint folder. Returns the metrics."""
+    import torch
+
+    from zoo.checkpoint import save_checkpoint
+    from zoo.loading import dataset_for
+
+    model.eval()
+    metrics, eval_data = {}, None
+    if not options.get("no_eval"):
+        try:
+            test_set, _ = dataset_for(loaded, dataset_name, args.get("data"), "test", options)
+            with torch.inference_mode():
+                metrics = loaded.task.evaluate(model, test_set, options)
+            eval_data = f"{dataset_name or args.get('data')} {getattr(test_set, 'split', 'test')} split"
+        except Exception as exc:  # the weights are still worth keeping; say why eval was skipped
+            metrics, eval_data = {}, f"not evaluated: {exc}"
+    meta = {"model": loaded.name, "tag": options.get("tag") or dataset_name, "task": loaded.task_name,
+            "dataset": dataset_name, "config": loaded.config, "metrics": metrics, "eval_data": eval_data,
+            "command": command_line(args), "license": options.get("license", "MIT"), "train": train}
+    save_checkpoint(Path(args["out"]), model, meta, dtype=options.get("dtype"))
+    return metrics
 
 
 def _allreduce_grads(module, world: int) -> None:
