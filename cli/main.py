@@ -425,6 +425,46 @@ def verify(name: Optional[str] = typer.Argument(None, help="NAME.TAG (a bare NAM
         raise typer.Exit(1)
 
 
+@app.command()
+def compare(names: List[str] = typer.Argument(..., help="two or more models of one task (NAME, NAME.TAG or a run folder)"),
+            dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="default: the first model's"),
+            report: Optional[Path] = typer.Option(None, "--report", help="write this HTML report and a .md beside it"),
+            backend: Optional[List[str]] = typer.Option(None, "--backend", help="eager, fused, onnxruntime, compile "
+                                                        "(repeatable; default eager, fused, onnxruntime)"),
+            batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+            repeats: Optional[int] = typer.Option(None, "--repeats"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report"),
+            device: Optional[str] = DeviceOpt, hub: Optional[str] = HubOpt, as_json: bool = JsonOpt,
+            option: Optional[List[str]] = OptionList):
+    """Models side by side, one process, same data: params, FLOPs, latency per backend, memory, metrics."""
+    with _working(f"comparing {', '.join(names)} ...", quiet=as_json):
+        res = api.compare(list(names), dataset=dataset, report=report, backends=backend, hub=hub, device=device,
+                          overwrite=overwrite, **_options(option, batch_size=batch_size, repeats=repeats))
+    if as_json:
+        _print_json(res)
+        return
+    from zoo.verbs.compare import markdown
+    out.print(markdown(res), highlight=False, markup=False, soft_wrap=True)
+    if res.get("report"):
+        _say(f"report: {res['report']['html']} (+ {res['report']['markdown']})")
+
+
+site_app = typer.Typer(no_args_is_help=True, help="A static catalogue of the zoo (HTML, no server needed).")
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("build")
+def site_build(out_dir: Path = typer.Argument(..., help="an empty or new folder, or a previous site"),
+               as_json: bool = JsonOpt):
+    """Index (search, task filter) and one page per family, from the registry and the cards."""
+    res = api.site_build(out_dir)
+    if as_json:
+        _print_json(res)
+        return
+    _say(f"[green]built[/] {res['pages']} pages ({res['families']} families, {res['models']} models): "
+         f"open {res['index']}")
+
+
 def _register_extras() -> None:
     """pull / push / cache / convert live with the hub code."""
     from .hub_commands import register

@@ -143,18 +143,18 @@ def model_index(name: str, metrics: dict | None = None) -> list[dict]:
 
 def compare(names: list[str], *, dataset: str | None = None, report: str | Path | None = None,
             backends: list[str] | None = None, hub: str | None = None, device: str | None = None,
-            **options) -> dict:
+            overwrite: bool = False, **options) -> dict:
     """Measure models side by side in one process on the same data: params, FLOPs, latency per
     backend, peak memory and the task's metrics; `report` writes HTML (+ Markdown beside it)."""
     from zoo.verbs.compare import compare as _compare
     return _compare(names, dataset=dataset, report=report, backends=backends, hub=hub, device=device,
-                    options=options)
+                    options=options, overwrite=overwrite)
 
 
-def site_build(out: str | Path, *, force: bool = False) -> dict:
+def site_build(out: str | Path) -> dict:
     """A static catalogue of the zoo (index + one page per family) in `out`; no server needed."""
     from zoo.site import build as _build
-    return _build(out, force=force)
+    return _build(out)
 
 
 __all__ = ["ZooError", "bench", "convert", "create_model", "evaluate", "export", "finetune", "info",
