@@ -1,0 +1,113 @@
+"""Lagrangian PINN (Mojgani, Balajewicz, Hassanzadeh; arXiv 2205.02902), built from the facts of
+the released code (spec operators.md E; the repository has no licence, so nothing is copied).
+
+Two parallel branches on the Lagrangian label (x0, t), embedded as (cos x0, sin x0, t):
+- the u-branch gives the state on the characteristic that starts at x0;
+- the x-branch gives the characteristic curve x_L(x0, t).
+As in the released code the branches share their layers: input Linear(3, w), first hidden
+Linear(w, w), a second hidden Linear(w, w) that is re-applied, and the output Linear(w, 1).
+The u-branch is `depth` tanh layers deep (input, first hidden, the second hidden depth - 2 times),
+the x-branch one hidden layer shorter. Width 50, depth 5: 5,351 parameters (the code registers
+20,651 because it defines layers it never calls; we build only those in use).
+
+Residuals (derivatives with respect to the label x0 and t): r_x = dx_L/dt - a(u) with a the
+problem's characteristic speed (c for convection, u for Burgers, v(1 - 2 rho) for LWR),
+r_u = du/dt - nu d2u/dx0^2. Loss = 10 ||r_x|| + ||r_u|| + 1000 (||x_L(., 0) - x0|| + ||u(., 0) - u0||)
+with L2 norms, not means, as the code. No boundary term (periodic embedding).
+
+Not from the code: the released code's "reaction" option (F = c u (1 - u)) is not built; a PDE
+whose state changes along characteristics by a source (reaction-diffusion) is refused, because
+r_u has no source term. Observations (lwr's loop detectors) sit at Eulerian positions and are
+not used by this model: its solution is fixed by the initial condition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.errors import DataError
+from zoo.layers.pinn import grad, norm, periodic_embedding
+
+W_X, W_U, W_IC = 10.0, 1.0, 1000.0   # the released code's loss weights
+
+
+class LagrangianPINN(nn.Module):
+    formulation = "lagrangian"
+
+    def __init__(self, width: int = 50, depth: int = 5):
+        super().__init__()
+        if not 3 <= depth <= 6:
+            raise ValueError("lagrangian-pinn depth must be 3 to 6 (the code's options)")
+        self.depth = depth
+        self.inp = nn.Linear(3, width)
+        self.hidden1 = nn.Linear(width, width)
+        self.hidden2 = nn.Linear(width, width)   # re-applied: the code's layer sharing
+        self.out = nn.Linear(width, 1)
+        self.register_buffer("problem_state", torch.zeros(8))
+
+    def _branch(self, z: torch.Tensor, repeats: int) -> torch.Tensor:
+        h = torch.tanh(self.hidden1(torch.tanh(self.inp(z))))
+        for _ in range(repeats):
+            h = torch.tanh(self.hidden2(h))
+        return self.out(h).squeeze(-1)
+
+    def branches(self, x0: torch.Tensor, t: torch.Tensor):
+        z = periodic_embedding(x0, t)
+        return self._branch(z, self.depth - 2), self._branch(z, self.depth - 3)
+
+    def forward(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """u on the characteristic from x0 at time t (the state branch)."""
+        return self._branch(periodic_embedding(x0, t), self.depth - 2)
+
+    def trajectory(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_L(x0, t): where the characteristic from x0 is at time t."""
+        return self._branch(periodic_embedding(x0, t), self.depth - 3)
+
+    def check_problem(self, problem) -> None:
+        if not problem.has_characteristics:
+            raise DataError(f"lagrangian-pinn cannot solve {problem.name}: its PDE has no characteristic form "
+                            f"(u changes along dx/dt = a(u) by a source term, which r_u does not carry); "
+                            f"use pinn or mto-pinn")
+
+    def pinn_loss(self, problem, batch: dict):
+        self.check_problem(problem)
+        x0 = batch["x"].detach().requires_grad_(True)
+        t = batch["t"].detach().requires_grad_(True)
+        u, xl = self.branches(x0, t)
+        r_x = grad(xl, t) - problem.speed(u)
+        r_u = grad(u, t)
+        if problem.nu > 0:
+            r_u = r_u - problem.nu * grad(grad(u, x0), x0)
+        ic = batch["ic"] > 0.5
+        l_x, l_u = norm(r_x), norm(r_u)
+        l_ic = norm((xl - x0)[ic]) + norm((u - batch["u0"])[ic])
+        loss = W_X * l_x + W_U * l_u + W_IC * l_ic
+        return loss, {"r_x": float(l_x.detach()), "r_u": float(l_u.detach()), "ic": float(l_ic.detach())}
+
+    @torch.no_grad()
+    def field(self, problem, x: torch.Tensor, t: torch.Tensor):
+        """The paper's evaluation: predict (x_L, u) on the label grid, then interpolate u from the
+        characteristic positions back to the Eulerian grid at each time (periodic, linear).
+        Returns (u (M, N), x_L (M, N))."""
+        tt, xx = torch.meshgrid(t, x, indexing="ij")
+        u, xl = self.branches(xx.reshape(-1), tt.reshape(-1))
+        u = u.reshape(len(t), len(x)).cpu().double().numpy()
+        xl = xl.reshape(len(t), len(x)).cpu().double().numpy()
+        xs = x.cpu().double().numpy()
+        out = np.empty_like(u)
+        for j in range(len(t)):
+            pos = np.mod(xl[j], 2 * np.pi)
+            order = np.argsort(pos)
+            out[j] = np.interp(xs, pos[order], u[j][order], period=2 * np.pi)
+        dev = x.device
+        return torch.as_tensor(out, dtype=torch.float32, device=dev), torch.as_tensor(xl, dtype=torch.float32, device=dev)
+
+    def example_input(self, batch: int = 8):
+        g = torch.Generator().manual_seed(0)
+        return (2 * torch.pi * torch.rand(batch, generator=g), torch.rand(batch, generator=g))
+
+
+def lagrangian_pinn(**config) -> LagrangianPINN:
+    return LagrangianPINN(**config)
