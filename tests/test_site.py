@@ -22,7 +22,7 @@ def test_site_builds_and_links_resolve(tmp_path):
         assert f"<code>{name}</code>" in index
     assert 'class="planned">planned' in index and 'class="ready">ready' in index
     assert 'id="q"' in index and 'id="task"' in index and "addEventListener" in index
-    from zoo.site import check_links
+    from zoo.verbs.site import check_links
     assert check_links(out) == []
     # no external asset: nothing fetched by the browser from elsewhere
     for page in out.rglob("*.html"):
@@ -35,7 +35,7 @@ def test_site_builds_and_links_resolve(tmp_path):
 
 
 def test_check_links_finds_a_broken_link(tmp_path):
-    from zoo.site import build, check_links
+    from zoo.verbs.site import build, check_links
     build(tmp_path / "s")
     page = tmp_path / "s" / "families" / "deeponet.html"
     page.write_text(page.read_text() + '<a href="nowhere.html">x</a><a href="../index.html#nope">y</a>')
@@ -44,7 +44,7 @@ def test_check_links_finds_a_broken_link(tmp_path):
 
 
 def test_rebuild_over_a_previous_site_and_refuse_a_user_folder(tmp_path):
-    from zoo.site import build
+    from zoo.verbs.site import build
     build(tmp_path / "s")
     build(tmp_path / "s")                     # a previous site is replaced
     user = tmp_path / "mine"

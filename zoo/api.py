@@ -153,7 +153,7 @@ def compare(names: list[str], *, dataset: str | None = None, report: str | Path 
 
 def site_build(out: str | Path) -> dict:
     """A static catalogue of the zoo (index + one page per family) in `out`; no server needed."""
-    from zoo.site import build as _build
+    from zoo.verbs.site import build as _build
     return _build(out)
 
 
