@@ -49,6 +49,22 @@ class ZooModel(Protocol):
     def forward(self, *args, **kwargs): ...
 
 
+@runtime_checkable
+class Reparameterisable(Protocol):
+    """Optional, any task: a model with training-time branches it folds into single ops for
+    deployment (same outputs). export and bench fuse such models unless told not to."""
+    fused: bool
+
+    def fuse(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class HasDeployView(Protocol):
+    """Optional, any task: what export writes when it is not the model itself (e.g. one head's
+    dense output, leaving a post-processing step out of the graph)."""
+    def export_model(self) -> nn.Module: ...
+
+
 class LossModule(nn.Module):
     """Default training wrapper: forward(batch) -> (loss, logs). Methods that run their own
     backward (local learning) return a module with ``runs_backward = True`` instead."""

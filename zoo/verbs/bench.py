@@ -12,6 +12,7 @@ import time
 from pydantic import Field
 
 from zoo.options import Options
+from zoo.tasks.base import Reparameterisable
 
 
 class BenchOptions(Options):
@@ -87,7 +88,7 @@ class _Subject:
         self.name = self.loaded.full_name
         self.model = self.loaded.model
         task = self.loaded.task
-        if not train and fuse and hasattr(self.model, "fuse"):
+        if not train and fuse and isinstance(self.model, Reparameterisable):
             self.model = self.model.fuse() or self.model
         self.params = sum(p.numel() for p in self.model.parameters())
         if train:

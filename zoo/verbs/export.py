@@ -12,6 +12,7 @@ from pydantic import Field
 from zoo._io import temp_path
 from zoo.errors import ExportError, UnknownNameError
 from zoo.options import Options
+from zoo.tasks.base import HasDeployView, Reparameterisable
 
 class ExportOptions(Options):
     atol: float = Field(1e-4, description="absolute parity tolerance against PyTorch")
@@ -79,14 +80,14 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
     notes = []
     if loaded.tag is None and loaded.folder is None:
         notes.append("no checkpoint for this model: exported with random weights (architecture only)")
-    if fuse and hasattr(model, "fuse"):
+    if fuse and isinstance(model, Reparameterisable):
         model = model.fuse() or model
         notes.append("re-parameterisable branches fused (use --no-fuse to keep them)")
     base = model
     task = loaded.task
     # the example input comes from the model itself, not from its deploy view (a plain wrapper)
     args = tuple(task.example_input(base, options))
-    if hasattr(model, "export_model"):  # a deploy view (e.g. one head) when the model has one
+    if isinstance(model, HasDeployView):  # a deploy view (e.g. one head) when the model has one
         model = model.export_model()
     with torch.inference_mode():
         ref = _flatten(model(*args))
@@ -190,13 +191,13 @@ def _safetensors(model, args, path, loaded, notes, base=None):
     state = {k: v.detach().contiguous().clone() for k, v in base.state_dict().items()}
     save_file(state, str(path))
     fresh = build(loaded.name, registry.load_registry().models[loaded.name], loaded.config)
-    if getattr(base, "fused", False) and hasattr(fresh, "fuse"):
+    if isinstance(base, Reparameterisable) and base.fused and isinstance(fresh, Reparameterisable):
         fresh = fresh.fuse() or fresh
         notes.append("safetensors: the fused (deploy) weights; load them into a model after .fuse(), "
                      "or export with --no-fuse for the training layout")
     fresh.load_state_dict(load_file(str(path)), strict=True)
     fresh.eval()
-    if model is not base and hasattr(fresh, "export_model"):
+    if model is not base and isinstance(fresh, HasDeployView):
         fresh = fresh.export_model()
     with torch.inference_mode():
         return _flatten(fresh(*args))
