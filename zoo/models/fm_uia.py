@@ -90,7 +90,7 @@ class RegressionHead(nn.Module):
 
 class FMUIABaseline(nn.Module):
     """Shared encoder + FPN, one head per task id. `forward(images, task_id)` returns that head's
-    output; `forward(images)` returns every head's output as a dict (for export)."""
+    output; `forward(images)` returns every head's output as a tuple in `task_ids` order (export)."""
 
     def __init__(self, tasks: Optional[dict[str, list]] = None, encoder: str = "efficientnet-b4",
                  pyramid_channels: int = 256, segmentation_channels: int = 128, img_size: int = 256,
@@ -142,7 +142,7 @@ class FMUIABaseline(nn.Module):
         fpn, deep = self.features(images)
         if task_id is not None:
             return self.head(task_id, fpn, deep)
-        return {tid: self.head(tid, fpn, deep) for tid in self.task_ids}
+        return tuple(self.head(tid, fpn, deep) for tid in self.task_ids)   # fixed order: traceable
 
     def parameter_groups(self, lr: float, train_fpn: bool = True) -> list[dict]:
         """Official groups: encoder at lr, heads at 10x lr; the FPN at lr unless train_fpn=False
