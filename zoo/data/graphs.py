@@ -111,9 +111,9 @@ def num_classes(g: dict) -> int:
 # ---- a seeded citation-like graph -----------------------------------------------------------
 
 def citation_sbm(num_nodes: int = 2995, num_classes: int = 7, num_features: int = 2879, avg_degree: float = 5.45,
-                 homophily: float = 0.8, words_per_node: int = 18, seed: int = 0, fold: int = 0) -> dict:
+                 homophily: float = 0.75, words_per_node: int = 18, topic_share: float = 0.3, seed: int = 0, fold: int = 0) -> dict:
     """Degree-corrected SBM: power-law degree propensities, an edge stays inside its class with
-    probability `homophily`; bag-of-words features mix a class topic (half the words) with a
+    probability `homophily`; bag-of-words features mix a class topic (30% of the words) with a
     shared background vocabulary. Defaults give Cora_ML's size (2,995 nodes, ~8.2k edges)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, num_classes, num_nodes)
@@ -135,7 +135,7 @@ def citation_sbm(num_nodes: int = 2995, num_classes: int = 7, num_features: int 
     x = np.zeros((num_nodes, num_features), dtype=np.float32)
     for i in range(num_nodes):
         k = counts[i]
-        own = rng.random(k) < 0.5
+        own = rng.random(k) < topic_share
         cls_words = topic[y[i] * per_class + rng.integers(0, per_class, own.sum())]
         bg_words = rng.integers(0, num_features, k - own.sum())
         x[i, np.concatenate([cls_words, bg_words])] = 1.0
@@ -191,10 +191,11 @@ class _SafeUnpickler(pickle.Unpickler):
         ("collections", "defaultdict"), ("builtins", "dict"), ("builtins", "list"), ("builtins", "set"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("numpy", "core.multiarray._reconstruct"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),   # py2-compatible byte strings
     }
 
     def find_class(self, module, name):
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)   # Python 2 pickles
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         if module.startswith("scipy.sparse") and name in ("csr_matrix", "csc_matrix", "coo_matrix", "lil_matrix",

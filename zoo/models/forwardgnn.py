@@ -161,9 +161,11 @@ class ForwardGNN(nn.Module):
             return score
         # ff-la: goodness of each candidate label, summed over layers
         scores = []
+        known = self.train_labels[:n]
         for c in range(self.num_classes):
-            h = self.with_label(x, F.one_hot(torch.full((n,), c, device=x.device, dtype=torch.long),
-                                             self.num_classes))
+            # training nodes keep their own label (as in the positive graph), the rest get candidate c
+            lab = torch.where(known >= 0, known, torch.full_like(known, c))
+            h = self.with_label(x, F.one_hot(lab, self.num_classes))
             total = x.new_zeros(n)
             for i in range(depth):
                 h = self.layer(i, h, edge_index)
