@@ -230,7 +230,9 @@ def eval_(name: str,
 def predict(name: str, input: Optional[str] = typer.Argument(None, help="an image path, a prompt, ..."),
             dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
             data: Optional[str] = typer.Option(None, "--data"),
-            save: Optional[Path] = typer.Option(None, "--save", help="write the picture here"),
+            save: Optional[Path] = typer.Option(None, "--save", help="write the picture here (a folder for several "
+                                                "inputs; default for image inputs: runs/predict/NAME-N)"),
+            no_save: bool = typer.Option(False, "--no-save", help="draw nothing"),
             steps: Optional[int] = typer.Option(None, "--steps"),
             max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
             conf: Optional[float] = typer.Option(None, "--conf", help="detection: score threshold"),
@@ -241,7 +243,9 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
-    res = api.predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device,
+    from zoo.verbs.predict import AUTO
+    res = api.predict(name, input, dataset=dataset, data=data, save=None if no_save else (save or AUTO), hub=hub,
+                      device=device,
                       **_options(option, steps=steps, max_new_tokens=max_new_tokens, conf=conf, iou=iou,
                                  imgsz=imgsz, max_det=max_det, nms=nms))
     if as_json:
@@ -250,8 +254,45 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
     text = res.pop("text", None)
     if text is not None:
         out.print(text)
+    _print_prediction(res)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    return str(v)
+
+
+def _print_prediction(res: dict) -> None:
+    """Scalars as `key: value` lines; lists of records (detections, top-5, per-input results) as
+    tables, so nobody reads Python dict reprs."""
+    results = res.pop("results", None)
+    saved = res.pop("saved", None)
+    lists = {k: v for k, v in res.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
     for k, v in res.items():
-        out.print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
+        if k not in lists:
+            out.print(f"{k}: {_cell(v)}", highlight=False, soft_wrap=True)
+    for k, rows in lists.items():
+        _heading(f"{k} ({len(rows)})")
+        cols = list(dict.fromkeys(c for r in rows for c in r))
+        t = _table(*cols)
+        for r in rows:
+            t.add_row(*(_cell(r.get(c, "")) for c in cols))
+        out.print(t)
+    if results:
+        def records(v):
+            return isinstance(v, list) and all(isinstance(x, dict) for x in v)
+        scalar_cols = list(dict.fromkeys(c for r in results for c, v in r.items() if not records(v)
+                                         and not isinstance(v, dict)))
+        count_cols = list(dict.fromkeys(c for r in results for c, v in r.items() if records(v)))
+        t = _table(*scalar_cols, *count_cols, wrap=tuple(scalar_cols[:1]))   # a long path folds, never cut
+        for r in results:
+            t.add_row(*(_cell(r.get(c, "")) for c in scalar_cols), *(str(len(r.get(c) or [])) for c in count_cols))
+        out.print(t)
+    if saved:
+        out.print(f"pictures saved to {saved}", highlight=False, soft_wrap=True)
 
 
 # ---- finetune ------------------------------------------------------------------------------------

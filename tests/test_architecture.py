@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the lowest rung first; a module may import only rungs below its own (or its own group)
 RUNGS = [
     {"zoo.errors", "zoo._version"},
-    {"zoo._io", "zoo.options"},
+    {"zoo._io", "zoo.options", "zoo.progress"},
     {"zoo.registry"},
     {"zoo.catalogue", "zoo.card"},
     {"zoo.checkpoint"},

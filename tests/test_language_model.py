@@ -100,7 +100,7 @@ def test_options_declare_every_key_the_task_reads():
 
 
 def test_eval_progress_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
-    import zoo.tasks.language_model as lm
+    import zoo.progress as lm
 
     model = G.gpt(**TINY)
     data = TextWindows(encode("abc abc abc " * 40, VOCAB), 8)

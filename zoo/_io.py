@@ -98,3 +98,18 @@ def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def next_numbered_dir(root: str | Path, stem: str) -> Path:
+    """`root/<stem>-N` with the first free N (ultralytics' habit: runs/finetune/x-1, runs/predict/x-2).
+    The folder is created here, so two processes started at once never share one."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = root / f"{stem}-{n}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1

@@ -101,6 +101,9 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
     return obj
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
 class Task:
     name: str = ""
     DATASETS: dict[str, DatasetEntry] = {}
@@ -112,6 +115,8 @@ class Task:
     #: the metric `finetune` reports as its headline and lower-is-better flag
     main_metric = "loss"
     lower_is_better = True
+    #: file types `predict` takes as INPUT; a folder or a glob of them predicts each file
+    input_suffixes: tuple[str, ...] = ()
     #: how each metric is defined (shown by `zoo info` and written into model cards)
     metric_definitions: dict[str, str] = {}
 

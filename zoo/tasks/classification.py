@@ -24,7 +24,7 @@ from zoo._io import pyplot, save_figure
 from zoo.data import image_classification as icd
 from zoo.errors import DataError
 from zoo.layers.local_learning import LocalLearningOptions, training_method
-from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import IMAGE_SUFFIXES, DatasetEntry, Task, TaskOptions, device_of, to_device
 
 
 @runtime_checkable
@@ -98,6 +98,7 @@ def _named(name: str, split: str, model, options: dict) -> icd.ImageClassificati
 
 class ClassificationTask(Task):
     name = "classification"
+    input_suffixes = IMAGE_SUFFIXES
     DATASETS = {name: DatasetEntry(description, partial(_named, name)) for name, description in icd.DATASETS.items()}
     Options = ClassificationOptions
     model_protocol = Classifier

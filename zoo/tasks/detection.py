@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from zoo.data import coco
 from zoo.errors import ConfigError, DataError
-from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import IMAGE_SUFFIXES, DatasetEntry, Task, TaskOptions, device_of, to_device
 
 PAD_VALUE = 114  # the grey ultralytics letterboxes with
 DEFAULT_IMGSZ = 640
@@ -319,6 +319,7 @@ def _check_classes(model, names: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------
 class DetectionTask(Task):
     name = "detection"
+    input_suffixes = IMAGE_SUFFIXES
     DATASETS = {
         "trees": DatasetEntry("aerial tree crowns from the deepforest 2.1.0 wheel, 640 px tiles, 1 class; "
                               "17 train / 5 val tiles (no test split: test evaluates val)", _trees),

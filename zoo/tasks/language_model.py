@@ -20,8 +20,6 @@ text file with `--data` (train = its first 90 %, val and test = the last 10 %, a
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Protocol, runtime_checkable
@@ -33,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo._io import atomic_write_text, pyplot, save_figure
 from zoo.errors import ConfigError, DataError, UnknownNameError
+from zoo.progress import progress
 from zoo.tasks.base import DatasetEntry, LossModule, Task, TaskOptions, device_of, to_device
 
 FILE_SPLITS = ("train", "val", "test", "all")
@@ -178,39 +177,6 @@ def _file_split(path, split: str) -> str:
     if len(part) < 2:
         raise DataError(f"{path}: too short to split ({len(text)} characters); use --split all")
     return part
-
-
-#: seconds between two plain progress lines when stderr is not a terminal
-PROGRESS_EVERY_S = 10.0
-
-
-def progress(items: Iterable, total: int, what: str, enabled: bool = True) -> Iterator:
-    """Yield from `items` while showing progress on stderr: a rich bar on a terminal, else a plain
-    line at most every PROGRESS_EVERY_S seconds (a quick loop stays silent; logs stay short)."""
-    if not enabled:
-        yield from items
-        return
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            job = bar.add_task(what, total=total)
-            for item in items:
-                yield item
-                bar.advance(job)
-        return
-    start = last = time.monotonic()
-    for done, item in enumerate(items, 1):
-        yield item
-        now = time.monotonic()
-        if now - last >= PROGRESS_EVERY_S and done < total:
-            print(f"{what}: {done}/{total} ({100 * done / total:.0f}%), {now - start:.0f} s",
-                  file=sys.stderr, flush=True)
-            last = now
 
 
 class LMTrainingModule(LossModule):

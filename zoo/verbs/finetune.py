@@ -28,18 +28,9 @@ RUNS = Path("runs") / "finetune"
 
 
 def next_run_dir(name: str, root: Path = RUNS) -> Path:
-    """`runs/finetune/<name>-N` with the first free N (ultralytics' habit); the folder is created
-    here so that two runs started at once never share it."""
-    stem = Path(name).name if ("/" in name or name.startswith(".")) else name
-    root.mkdir(parents=True, exist_ok=True)
-    n = 1
-    while True:
-        candidate = root / f"{stem}-{n}"
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            n += 1
+    """`runs/finetune/<name>-N` with the first free N, created here."""
+    from zoo._io import next_numbered_dir
+    return next_numbered_dir(root, Path(name).name if ("/" in name or name.startswith(".")) else name)
 
 
 def default_pretrained(name: str, dataset: str | None, data: str | None = None) -> tuple[bool, str | None]:

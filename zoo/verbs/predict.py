@@ -1,17 +1,44 @@
-"""`zoo predict`: run a checkpoint on one input (or one sample of a dataset) and draw the result."""
+"""`zoo predict`: run a checkpoint on an input — a file, a folder or a glob of files the task reads,
+a prompt, or a sample of a dataset — and draw the results."""
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 from pydantic import Field
 
+from zoo._io import next_numbered_dir
+from zoo.errors import DataError
 from zoo.loading import dataset_for, is_checkpoint_dir, load, options_for
 from zoo.options import Options
+
+AUTO = "auto"   # save=AUTO: pictures go to runs/predict/<name>-N (the CLI's default, as ultralytics does)
+RUNS = Path("runs") / "predict"
 
 
 class PredictOptions(Options):
     split: str = Field("test", description="split of --dataset/--data to draw the sample from")
+
+
+def input_files(input: str | None, suffixes: tuple[str, ...]) -> list[Path] | None:
+    """The files an INPUT names when it is a folder or a glob of files the task reads (sorted);
+    None when it is a single file or not a path at all (a prompt)."""
+    if not input or not suffixes:
+        return None
+    path = Path(input)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        if not files:
+            raise DataError(f"{input}: is a folder with no {'/'.join(s.lstrip('.') for s in suffixes)} files")
+        return files
+    if glob.has_magic(input):
+        files = sorted(Path(p) for p in glob.glob(input, recursive=True)
+                       if Path(p).is_file() and Path(p).suffix.lower() in suffixes)
+        if not files:
+            raise DataError(f"{input}: matches no {'/'.join(s.lstrip('.') for s in suffixes)} files")
+        return files
+    return None
 
 
 def predict(name: str, input: str | None = None, *, dataset: str | None = None, data: str | None = None,
@@ -19,8 +46,41 @@ def predict(name: str, input: str | None = None, *, dataset: str | None = None, 
             options: dict | None = None) -> dict:
     loaded = load(name, dataset=dataset, hub=hub, require_weights=not is_checkpoint_dir(name), device=device)
     opts = options_for(loaded, "predict", options, PredictOptions)
+    task = loaded.task
+    files = input_files(input, task.input_suffixes)
+    stem = Path(loaded.full_name).name
+    if files is not None:
+        return _predict_many(loaded, files, save, stem, opts)
     ds = None
     if dataset or data or (input is None and loaded.dataset):
         ds, _ = dataset_for(loaded, dataset, data, opts.pop("split", "test"), opts)
-    out = loaded.task.predict(loaded.model, input, ds, Path(save) if save else None, opts)
+    if save == AUTO and not task.input_suffixes:
+        save = None   # auto-saving is for tasks that read files (pictures of images); ask --save otherwise
+    if save == AUTO:
+        # one picture: the auto folder holds it under the input's (or the model's) name
+        save = next_numbered_dir(RUNS, stem) / f"{Path(input).stem if input and task.input_suffixes else stem}.png"
+    out = task.predict(loaded.model, input, ds, Path(save) if save else None, opts)
     return {"model": loaded.full_name, **out, **({"saved": str(save)} if save else {})}
+
+
+def _predict_many(loaded, files: list[Path], save, stem: str, opts: dict) -> dict:
+    """Each file of a folder or glob, with a picture each in one folder; progress on stderr."""
+    from zoo.progress import progress
+
+    if save == AUTO:
+        folder = next_numbered_dir(RUNS, stem)
+    elif save:
+        folder = Path(save)
+        if folder.suffix:
+            raise DataError(f"{save}: several inputs need a folder for their pictures, not a file name")
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = None
+    results = []
+    for f in progress(files, len(files), f"predict {stem}"):
+        picture = folder / f"{f.stem}.png" if folder else None
+        if picture is not None and picture.exists() and save != AUTO:
+            raise DataError(f"{picture}: exists; choose another --save folder (nothing is overwritten)")
+        results.append(loaded.task.predict(loaded.model, str(f), None, picture, opts))
+    return {"model": loaded.full_name, "inputs": len(files), "results": results,
+            **({"saved": str(folder)} if folder else {})}
