@@ -105,7 +105,7 @@ def polarity_200(split: str = "all") -> LabelledText:
         raise UnknownNameError("split", split, SPLITS)
     try:
         with zipfile.ZipFile(_gensim_wheel()) as z:
-            raw = z.read(POLARITY_MEMBER).decode("utf-8")
+            raw = z.read(POLARITY_MEMBER).decode("cp1252")   # the file is Windows-1252, not UTF-8
     except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{GENSIM_WHEEL}: cannot read {POLARITY_MEMBER} ({exc})") from None
     return parse_fasttext(raw, POLARITY_CLASSES, "polarity-200")

@@ -164,6 +164,16 @@ class PairSet(Dataset):
                 "label": torch.tensor(self.labels[i]), "pref": torch.tensor(float(self.pref[i]))}
 
 
+def _is_file(text: str) -> bool:
+    """Whether an INPUT names a file of lines (a long or multi-line text never does)."""
+    if len(text) > 1024 or "\n" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
 def _pad(seqs: list[dict], pad_id: int) -> dict:
     n = max(len(s["input_ids"]) for s in seqs)
     ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
@@ -319,7 +329,7 @@ class TextClassificationTask(Task):
         device = device_of(model)
         classes = _classes(model, getattr(dataset, "classes", None))
         label = None
-        if input is not None and Path(str(input)).is_file():
+        if input is not None and _is_file(str(input)):
             texts = [ln.strip() for ln in reviews._read_utf8(input).splitlines() if ln.strip()]
             if not texts:
                 raise DataError(f"{input}: no lines of text")
