@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from zoo._version import __version__
 from zoo.api import (
-    bench, convert, create_model, evaluate, export, finetune, info, list_models, predict, pull, push,
+    bench, convert, create_model, data_config, evaluate, export, finetune, info, list_models, predict, pull, push, transforms,
 )
 
-__all__ = ["bench", "convert", "create_model", "evaluate", "export", "finetune", "info", "list_models",
+__all__ = ["bench", "convert", "create_model", "data_config", "transforms", "evaluate", "export", "finetune", "info", "list_models",
            "predict", "pull", "push", "__version__"]

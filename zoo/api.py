@@ -61,6 +61,20 @@ def create_model(name: str, pretrained: bool = False, *, hub: str | None = None,
                 device=device).model
 
 
+def data_config(name: str) -> dict:
+    """What a model's inputs must look like (input size, value range, normalisation, class names),
+    as timm's `resolve_data_config`; the model returned by `create_model` carries it in `.zoo_cfg`."""
+    from zoo.loading import data_config as _data_config
+    return _data_config(name)
+
+
+def transforms(name: str):
+    """A callable that prepares a user's image/array/file as the model's input batch, as timm's
+    `create_transform`."""
+    from zoo.loading import transforms as _transforms
+    return _transforms(name)
+
+
 def pull(name: str, *, hub: str | None = None) -> Path:
     """Fetch and verify a checkpoint; returns its local folder."""
     from zoo.hub import pull_model
@@ -157,5 +171,5 @@ def site_build(out: str | Path) -> dict:
     return _build(out)
 
 
-__all__ = ["ZooError", "bench", "convert", "create_model", "evaluate", "export", "finetune", "info",
+__all__ = ["ZooError", "bench", "convert", "create_model", "data_config", "transforms", "evaluate", "export", "finetune", "info",
            "list_models", "model_index", "predict", "pull", "push", "site_build", "verify", "compare"]

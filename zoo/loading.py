@@ -142,9 +142,34 @@ def load(name: str, *, pretrained: bool = True, dataset: str | None = None, hub:
     return _placed(Loaded(model, mname, use_tag, entry.task, cfg, ds, folder, meta), device)
 
 
+def _architecture(name: str):
+    """The model `name` names, built with its checkpoint's config but without pulling weights."""
+    if is_checkpoint_dir(name):
+        return load(name).model
+    mname, entry, tag = reg.resolve(name)
+    return _placed(Loaded(build(mname, entry, reg.model_config(entry, tag)), mname, tag, entry.task,
+                          reg.model_config(entry, tag)), None).model
+
+
+def data_config(name: str) -> dict:
+    """timm's resolve_data_config for a zoo name: what the model's inputs must look like."""
+    return _architecture(name).zoo_cfg["data"]
+
+
+def transforms(name: str):
+    """timm's create_transform for a zoo name: a callable that turns a user's file, PIL image or
+    array into the model's input batch."""
+    model = _architecture(name)
+    from zoo.tasks import get_task
+    return get_task(model.zoo_cfg["task"]).transform(model, model.zoo_cfg["data"])
+
+
 def _placed(loaded: Loaded, device) -> Loaded:
     if device is not None:
         loaded.model = loaded.model.to(resolve_device(device) if not hasattr(device, "type") else device)
+    # the model carries what it is and what its inputs look like, as timm's pretrained_cfg
+    loaded.model.zoo_cfg = {"name": loaded.full_name, "task": loaded.task_name, "config": dict(loaded.config),
+                            "dataset": loaded.dataset, "data": loaded.task.data_config(loaded.model)}
     return loaded
 
 

@@ -165,6 +165,16 @@ class Task:
                 save: Path | None, options: dict) -> dict:
         raise NotImplementedError
 
+    def data_config(self, model: nn.Module) -> dict:
+        """What a user's data must look like for this model (timm's resolve_data_config): input size,
+        value range/normalisation, class names, ... Plain JSON-able data."""
+        return {}
+
+    def transform(self, model: nn.Module, data_config: dict):
+        """A callable that prepares one of the user's own inputs (a path, a PIL image, an array) as
+        the model's input tensor with a batch axis (timm's create_transform)."""
+        raise NotImplementedError(f"{self.name} models take no single-file input; use their datasets")
+
     def example_input(self, model: nn.Module, options: dict) -> tuple[torch.Tensor, ...]:
         """Inputs for export and bench (batch dimension first)."""
         raise NotImplementedError

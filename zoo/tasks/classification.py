@@ -181,6 +181,27 @@ class ClassificationTask(Task):
         return metrics
 
     @torch.no_grad()
+    def data_config(self, model):
+        c, size, k = _expects(model)
+        return {"input_size": [c, size, size], "value_range": [0.0, 1.0], "mean": None, "std": None,
+                "normalisation": "inside the model (its stem standardises the input)",
+                "color": "L" if c == 1 else "RGB", "num_classes": k, "class_names": list(model.class_names or [])}
+
+    def transform(self, model, data_config):
+        c, size = int(data_config["input_size"][0]), int(data_config["input_size"][-1])
+
+        def prepare(image) -> torch.Tensor:
+            if isinstance(image, (str, Path)):
+                return load_image(image, c, size, resize=True)[None]
+            import numpy as np
+            from PIL import Image
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image.astype(np.uint8))
+            image = image.convert("L" if c == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+            return (arr[None] if c == 1 else arr.permute(2, 0, 1))[None].contiguous()
+        return prepare
+
     def predict(self, model, input, dataset, save, options):
         model.eval()
         c, s, k = _expects(model)

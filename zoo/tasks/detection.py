@@ -111,6 +111,20 @@ def letterbox(image, size: int):
     return canvas, r, (px, py)
 
 
+def _as_pil(image):
+    """A path, a PIL image or an HWC uint8 array as an RGB PIL image."""
+    from PIL import Image
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise DataError(f"{path}: image file not found" if not path.is_dir() else f"{path}: is a folder")
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image.astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
 def _uniform(lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand(()))
 
@@ -414,6 +428,20 @@ class DetectionTask(Task):
         ev.summarize()
         stats = [max(0.0, float(s)) for s in ev.stats[:2]]
         return {"mAP50-95": stats[0], "mAP50": stats[1], **counts}
+
+    def data_config(self, model):
+        return {"input_size": [3, DEFAULT_IMGSZ, DEFAULT_IMGSZ], "value_range": [0.0, 1.0], "mean": None,
+                "std": None, "color": "RGB", "letterbox": {"pad_value": int(PAD_VALUE), "centred": True},
+                "stride": int(max(model.stride)), "class_names": list(model.class_names or [])}
+
+    def transform(self, model, data_config):
+        size = int(data_config["input_size"][-1])
+
+        def prepare(image) -> torch.Tensor:
+            image = _as_pil(image)
+            canvas, _, _ = letterbox(image, size)
+            return torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0
+        return prepare
 
     def predict(self, model, input, dataset, save, options):
         """Detect objects in one image (`input`, a path; else the dataset's first image). Returns

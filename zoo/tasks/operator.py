@@ -370,6 +370,10 @@ class OperatorTask(Task):
         """Exported graphs take any batch size and any number of query points."""
         return [{0: "batch"}, {0: "batch", 1: "points"}]
 
+    def data_config(self, model):
+        return {"branch_input": model.branch_input, "branch_input_means": BRANCH_INPUTS.get(model.branch_input),
+                "input_grid": model.input_grid, "layout": "(branch input (B, ...), query points (B, P, d))"}
+
     def example_input(self, model, options):
         return tuple(model.example_input(int(options.get("batch_size") or 8)))
 

@@ -256,6 +256,10 @@ class RolloutTask(Task):
                      title=f"{type(model).__name__} rollout on {dataset.source}")
         return summary
 
+    def data_config(self, model):
+        return {"fields": list(model.fields), "time_history": int(model.time_history),
+                "grid": model.native_grid, "layout": "(batch, time_history, fields, H, W) frames in physical units"}
+
     def example_input(self, model, options):
         b = int(options.get("batch_size") or 2)
         n = options.get("resolution")
