@@ -1,0 +1,155 @@
+"""The pinn task: parameter pins, reference solvers against known solutions, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_zoo
+from zoo.data import pinn_problems as pp
+from zoo.errors import ConfigError, DataError
+
+X = 2 * np.pi * np.arange(256) / 256
+
+
+# ---- parameter pins ------------------------------------------------------------------------------
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_lagrangian_pinn_uses_5351_parameters():
+    """spec operators.md E: the released code's layers in use (20,651 registered, some never called)."""
+    from zoo.models.lagrangian_pinn import lagrangian_pinn
+    m = lagrangian_pinn()
+    assert _count(m) == 5351
+    # the x-branch is one hidden layer shorter than the u-branch and shares every layer
+    x, t = m.example_input(4)
+    u, xl = m.branches(x, t)
+    assert torch.equal(u, m(x, t)) and not torch.equal(u, xl)
+
+
+def test_pinn_and_mto_pinn_sizes():
+    from zoo.models.mto_pinn import mto_pinn
+    from zoo.models.pinn import pinn
+    assert _count(pinn()) == 200 + 4 * 2550 + 51 == 10451    # (cos, sin, t) -> 5 tanh layers of 50 -> 1
+    assert _count(mto_pinn()) == 10451 + 2 * 51              # + two auxiliary heads
+
+
+# ---- reference solvers against known solutions -------------------------------------------------
+
+def test_convection_exact_and_fourier_agree():
+    t = np.linspace(0, 1, 11)
+    exact = pp.convection_exact(30.0, X, t)
+    assert np.allclose(exact, np.sin(X[None] - 30 * t[:, None]), atol=1e-12)
+    assert np.allclose(pp.convection_diffusion_fourier(30.0, 1e-12, X, t), exact, atol=1e-9)
+
+
+def test_convection_diffusion_matches_closed_form():
+    t = np.linspace(0, 1, 11)
+    got = pp.convection_diffusion_fourier(50.0, 0.01, X, t)
+    assert np.abs(got - np.exp(-0.01 * t[:, None]) * np.sin(X[None] - 50 * t[:, None])).max() < 1e-12
+
+
+@pytest.mark.parametrize("C", [0.0, 2.0])
+def test_burgers_reference_matches_cole_hopf(C):
+    t = np.array([0.0, 0.2, 0.5, 1.0])
+    got = pp.burgers_reference(0.01, C, X, t)
+    exact = pp.burgers_cole_hopf(0.01, X, t)
+    # u = C + w(x - C t): shift the exact solution by interpolation on a fine grid
+    xf = 2 * np.pi * np.arange(4096) / 4096
+    exact_f = pp.burgers_cole_hopf(0.01, xf, t)
+    shifted = np.stack([C + np.interp((X - C * tj) % (2 * np.pi), xf, ef, period=2 * np.pi)
+                        for tj, ef in zip(t, exact_f)])
+    if C == 0:
+        assert np.linalg.norm(got - exact) / np.linalg.norm(exact) < 1e-8
+    assert np.linalg.norm(got - shifted) / np.linalg.norm(shifted - C) < 2e-3   # interpolation error only
+
+
+def test_burgers_reference_refuses_when_unresolved():
+    with pytest.raises(DataError, match="did not converge"):
+        pp.burgers_reference(1e-4, 0.0, X, np.array([0.0, 0.5, 1.0]))
+
+
+def test_lwr_godunov_matches_characteristics_before_the_shock_and_converges():
+    p = pp.make_problem("lwr", {"n_t": 11})
+    ref = pp.reference(p)
+    t = p.t_grid()
+    for j in (5, 10):   # breaking time of rho0 = 0.5 + 0.3 sin x with v = 1.5 is 1/(2 v 0.3) = 1.11
+        exact = pp.lwr_characteristics(1.5, X, t[j], p.u0)
+        assert np.abs(ref[j] - exact).max() < 5e-3
+    finer = pp.lwr_reference(1.5, 0.0, X, t, p.u0, refine=27)
+    assert np.linalg.norm(ref - finer) / np.linalg.norm(finer) < 2e-3
+
+
+def test_reaction_diffusion_limits():
+    t = np.linspace(0, 1, 5)
+    u0 = lambda x: 0.2 + 0.1 * np.sin(x)
+    logistic = pp.reaction_diffusion_reference(0.0, 3.0, X, t, u0, substeps=20)
+    e = np.exp(3.0 * t[:, None])
+    assert np.abs(logistic - u0(X) * e / (1 - u0(X) + u0(X) * e)).max() < 1e-10
+    heat = pp.reaction_diffusion_reference(0.1, 0.0, X, t, u0, substeps=5)
+    assert np.abs(heat - (0.2 + 0.1 * np.exp(-0.1 * t[:, None]) * np.sin(X))).max() < 1e-10
+
+
+def test_problem_validation_is_one_line():
+    with pytest.raises(ConfigError, match="nu = -0.1"):
+        pp.make_problem("burgers", {"nu": -0.1})
+    with pytest.raises(ConfigError, match="at least 8"):
+        pp.make_problem("convection", {"n_x": 4})
+    with pytest.raises(ConfigError, match="convection speed"):
+        pp.make_problem("convection", {"c": -1})
+
+
+def test_lagrangian_pinn_refuses_a_pde_without_characteristic_form():
+    from zoo.models.lagrangian_pinn import lagrangian_pinn
+    from zoo.tasks.pinn import PinnTask
+    with pytest.raises(DataError, match="no characteristic form"):
+        PinnTask().load_dataset("reaction-diffusion", "test", None, lagrangian_pinn(), {})
+
+
+def test_training_lowers_the_physics_loss():
+    """A few full-batch steps of the LPINN on a small convection grid reduce its loss."""
+    from zoo.models.lagrangian_pinn import lagrangian_pinn
+    from zoo.tasks.pinn import PinnTask, collate_columns
+    torch.manual_seed(0)
+    task, m = PinnTask(), lagrangian_pinn()
+    ds = task.load_dataset("convection", "train", None, m, {"c": 5.0, "n_x": 16, "n_t": 8})
+    batch = collate_columns([ds[i] for i in range(len(ds))])
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(40):
+        loss, _ = task.loss(m, batch)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first
+
+
+# ---- the CLI: bad input is one line, non-zero exit ---------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["-o", "cc=5"], "unknown option 'cc'"),
+    (["-o", "nu=-1"], "nu = -1"),
+    (["-o", "n_x=4"], "at least 8"),
+])
+def test_bad_problem_options_cli(args, needle):
+    r = run_zoo("eval", "pinn", "--dataset", "convection", *args)
+    assert r.returncode != 0
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert len([ln for ln in r.stderr.strip().splitlines() if ln.strip()]) == 1
+
+
+def test_lagrangian_pinn_on_reaction_diffusion_cli():
+    r = run_zoo("eval", "lagrangian-pinn", "--dataset", "reaction-diffusion")
+    assert r.returncode != 0 and "no characteristic form" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unconverged_reference_cli():
+    r = run_zoo("eval", "pinn", "--dataset", "burgers", "-o", "nu=0.0001")
+    assert r.returncode != 0 and "did not converge" in r.stderr and "nan" not in r.stdout.lower()
