@@ -21,18 +21,19 @@ from torch.utils.data import Dataset
 from zoo.errors import DataError
 
 WEATHERS = ("rain", "raindrop", "snow")
-TRAIN_SOURCES = ("astronaut", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina", "immunohistochemistry")
-TEST_SOURCES = ("coffee", "motorcycle_right")   # right frame: a different view, never cropped for training
+TRAIN_SOURCES = ("astronaut.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
+TEST_SOURCES = ("coffee.png", "motorcycle_right.png")   # right frame: another view, never cropped for training
 _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def source_image(name: str) -> np.ndarray:
-    """A scikit-image sample photograph as float32 RGB in [0, 1], (H, W, 3)."""
-    from skimage import data as skdata
-    img = getattr(skdata, name)()
-    if isinstance(img, tuple):
-        img = img[0]
-    img = np.asarray(img)
+    """A scikit-image sample photograph (a file shipped in its wheel) as float32 RGB in [0, 1], (H, W, 3)."""
+    import skimage
+    from PIL import Image
+    path = Path(skimage.__file__).parent / "data" / name
+    if not path.is_file():
+        raise DataError(f"{path}: scikit-image's sample image is missing (a stripped install?)")
+    img = np.asarray(Image.open(path).convert("RGB"))
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
     return img[..., :3].astype(np.float32) / (255.0 if img.dtype == np.uint8 else float(img.max() or 1))
@@ -55,7 +56,7 @@ def add_rain(img: np.ndarray, rng: np.random.Generator, density: int) -> np.ndar
     k = np.zeros((length, length), np.float32)
     c = length // 2
     for t in np.linspace(-c, c, 2 * length):
-        k[int(round(c + t * np.cos(angle))), int(round(c + t * np.sin(angle)))] = 1
+        k[min(length - 1, int(round(c + t * np.cos(angle)))), min(length - 1, int(round(c + t * np.sin(angle))))] = 1
     streak = np.clip(convolve(seeds, k / k.sum() * length * 0.35, mode="wrap"), 0, 1)
     streak = _blur(streak, 0.6)[..., None] * rng.uniform(0.6, 0.9)
     return 1 - (1 - img) * (1 - streak)
@@ -108,7 +109,8 @@ class WeatherPairs(Dataset):
     weathers = WEATHERS
 
     def __init__(self, pairs: list, split: str, name: str, notes: list[str] | None = None):
-        self.pairs, self.split, self.name, self.notes = pairs, split, name, notes or []
+        self.pairs, self.split, self.name = pairs, split, name
+        self.notes = notes if notes is not None else []
 
     def __len__(self):
         return len(self.pairs)

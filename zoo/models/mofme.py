@@ -29,8 +29,9 @@ S=5 times with dropout on its input while training and uses the mean weights (a 
 estimate that damps over-confident routing); in eval it is one deterministic pass. ``router="code"``
 reproduces the current official code (2025-01-26): while training it evaluates the deterministic
 router 5 times and whitens the deviations from their mean by their covariance; the samples are
-identical, so every deviation is zero and the expert mixture is *zero* during training (the layer
-outputs the adaptor of zero), and its sample list is not reset between layers. We document this and
+identical, so every deviation is zero up to float round-off: the weights are zero, or round-off
+noise blown up to unit length by the 1e-5 ridge; the mixture carries no routing information during
+training (and the official sample list is not even reset between layers). We document this and
 do not recommend it. ``router="plain"`` is the router of the earlier commit 33f3b3f (one pass).
 
 Parameter counts at 240x240 (pinned in tests/test_mofme.py against the spec's counts made by
