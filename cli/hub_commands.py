@@ -1,4 +1,4 @@
-"""`zoo pull | push | cache ls|verify|rm | convert`: the hub verbs. Each parses, makes one call
+"""`zoo pull | push | cache ls|verify|rm|prune | convert`: the hub verbs. Each parses, makes one call
 into zoo.hub (convert: zoo.api) and renders the result; errors are zoo.errors types that
 cli/main.py prints as one line.
 
@@ -19,9 +19,27 @@ cache_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="The local Hugging Face cache, checked against the registry's sha256 pins.")
 
 
+def _verbose_hub_log() -> None:
+    """--verbose: the hub's retry lines (logger `zoo.hub`, INFO) go to stderr; otherwise hidden."""
+    import logging
+
+    logger = logging.getLogger("zoo.hub")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def pull(name: str = typer.Argument(..., help="NAME or NAME.TAG"),
          hub: Optional[str] = HubOpt,
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+         revision: Optional[str] = typer.Option(None, "--revision", help="the registry's pinned revision "
+                                                "(default); another one only with --trust-unpinned"),
+         trust_unpinned: bool = typer.Option(False, "--trust-unpinned", help="fetch a --revision the "
+                                             "registry does not pin, without sha256 verification"),
+         local_dir: Optional[Path] = typer.Option(None, "--local-dir", help="also copy the verified files "
+                                                  "into this folder (never overwriting your files)"),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="show each retry of a failing server"),
          as_json: bool = JsonOpt):
     """Fetch a checkpoint and check every file's sha256 against the registry."""
     import zoo.hub as zhub
@@ -30,12 +48,23 @@ def pull(name: str = typer.Argument(..., help="NAME or NAME.TAG"),
     if is_checkpoint_dir(name):   # a run folder is accepted wherever a name is: nothing to fetch
         out.print(f"{name} is a run folder, already local: nothing to pull", highlight=False, soft_wrap=True)
         return
-
-    res = zhub.pull_checkpoint(name, hub=hub, progress=not (quiet or as_json))
+    if verbose:
+        _verbose_hub_log()
+    res = zhub.pull_checkpoint(name, hub=hub, progress=not (quiet or as_json), revision=revision,
+                               trust_unpinned=trust_unpinned,
+                               local_dir=str(local_dir) if local_dir is not None else None)
     if as_json:
         print_json(res)
         return
-    out.print(f"{res['name']}: {len(res['files'])} files, sha256 verified ({res['repo']}@{res['revision'][:12]})")
+    if res["verified"] == "sha256":
+        out.print(f"{res['name']}: {len(res['files'])} files, sha256 verified ({res['repo']}@{res['revision'][:12]})")
+    else:
+        err.print(f"zoo: warning: {res['repo']}@{res['revision'][:12]} is not the registry's pinned revision; "
+                  f"its files were NOT verified", highlight=False, soft_wrap=True)
+        out.print(f"{res['name']}: {len(res['files'])} files, unverified ({res['repo']}@{res['revision'][:12]})")
+    if res.get("unchanged"):
+        out.print(f"already in {res['local_dir']} with the same bytes: {', '.join(res['unchanged'])}",
+                  highlight=False, soft_wrap=True)
     out.print(res["path"], highlight=False, soft_wrap=True)
 
 
@@ -60,9 +89,21 @@ def push(folder: Path = typer.Argument(..., help="checkpoint folder (from `zoo f
     sys.stdout.write(zhub.registry_snippet(pushed))
 
 
+def _ago(ts: float | None) -> str:
+    import time
+
+    if ts is None:
+        return "-"
+    secs = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f} {unit} ago"
+    return "just now"
+
+
 @cache_app.command("ls")
 def cache_ls(as_json: bool = JsonOpt):
-    """Cached checkpoints: registry name, repo, revision, files, size."""
+    """Cached checkpoints: registry name, repo, revision, files, size, last use."""
     import zoo.hub as zhub
 
     rows = zhub.cache_ls()
@@ -73,12 +114,34 @@ def cache_ls(as_json: bool = JsonOpt):
         out.print(f"the cache at {zhub.hf_cache_dir()} holds no models")
         return
     t = Table(title=f"cache: {zhub.hf_cache_dir()}")
-    for col in ("checkpoint", "repo", "revision", "files", "size"):
+    for col in ("checkpoint", "repo", "revision", "files", "size", "last use"):
         t.add_column(col, justify="right" if col in ("files", "size") else "left")
     for r in rows:
-        t.add_row(r["name"] or "[dim]not in registry[/]", r["repo"], r["revision"][:12], str(r["files"]),
-                  human_size(r["size"]))
+        label = r["name"] or ("[red]broken[/]" if r.get("broken") else "[dim]not pinned[/]")
+        t.add_row(label, r["repo"], r["revision"][:12], str(r["files"]), human_size(r["size"]),
+                  _ago(r.get("last_used")))
     out.print(t)
+    total = sum(r["size"] or 0 for r in rows)
+    out.print(f"{len(rows)} revision(s), {human_size(total)}", highlight=False)
+
+
+@cache_app.command("prune")
+def cache_prune(dry_run: bool = typer.Option(False, "--dry-run", help="say what would be removed, remove nothing"),
+                as_json: bool = JsonOpt):
+    """Remove the cached revisions the registry no longer pins."""
+    import zoo.hub as zhub
+
+    result = zhub.cache_prune(dry_run=dry_run)
+    if as_json:
+        print_json(result)
+        return
+    if not result["removed"]:
+        out.print("nothing to prune: every cached revision is pinned by the registry")
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in result["removed"]:
+        out.print(f"{verb} {r['repo']}@{r['revision'][:12]} ({human_size(r['size'])})", highlight=False)
+    out.print(f"{'would free' if dry_run else 'freed'} {human_size(result['freed'])}", highlight=False)
 
 
 _STATUS_STYLE = {"ok": "green", "mismatch": "red", "missing": "yellow", "unpinned": "dim", "partial": "yellow"}

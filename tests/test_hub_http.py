@@ -203,13 +203,20 @@ def test_server_down_without_cache_is_one_clear_line(served, tmp_path):
     assert not got["ok"] and got["error"].startswith(f"cannot reach {front.url}")
 
 
-def test_interrupted_download_leaves_nothing_half_written(served, proxy, tmp_path):
+def _size(served, tag: str, name: str = "model.safetensors") -> int:
+    return (served.hub_dir / served.entries[tag]["repo"] / name).stat().st_size
+
+
+def test_a_killed_pull_resumes_and_fetches_only_the_rest(served, proxy, tmp_path):
+    """Issue 13: kill a pull mid-file, run it again: the second run asks for the rest with a range
+    request, the server sends only the missing bytes, and the whole file verifies."""
     entry = served.entries["big"]
-    proxy.bytes_per_second = 3_000_000  # the ~17 MB file takes ~6 s; killed after the first 10 MB
+    size = _size(served, "big")
+    proxy.bytes_per_second = 3_000_000  # the ~17 MB file takes ~6 s
     proc = pull(served, tmp_path, "big", background=True)
     blobs = snapshot(tmp_path, entry["repo"]) / "blobs"
     deadline = time.monotonic() + 60
-    while not any(p.stat().st_size > 0 for p in blobs.glob("*.incomplete")) if blobs.is_dir() else True:
+    while not any(p.stat().st_size > 4_000_000 for p in blobs.glob("*.incomplete")) if blobs.is_dir() else True:
         assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -218,12 +225,44 @@ def test_interrupted_download_leaves_nothing_half_written(served, proxy, tmp_pat
     snap = snapshot(tmp_path, entry["repo"]) / "snapshots" / entry["revision"]
     assert not (snap / "model.safetensors").exists() and not (blobs / oid).exists()
     rows = hub.cache_verify(entry["repo"], cache_dir=tmp_path / "hub")
-    assert any(r["status"] == "partial" for r in rows)
+    partial = [r for r in rows if r["status"] == "partial"]
+    assert len(partial) == 1 and 4_000_000 < partial[0]["size"] < size
+    have = partial[0]["size"]
     proxy.bytes_per_second = None
+    proxy.reset()
     again = pull(served, tmp_path, "big")
     assert again["ok"], again
     assert hub.sha256_file(Path(again["path"]) / "model.safetensors") == oid
-    assert not list(blobs.glob("*.incomplete"))  # the dead download's temp file is gone
+    assert proxy.ranges == [f"bytes={have}-"]
+    small = sum(_size(served, "big", n) for n in entry["files"] if n != "model.safetensors")
+    assert size - have <= proxy.body_bytes <= size - have + small   # only the rest came
+    assert not list(blobs.glob("*.incomplete"))
+    print(f"resume: killed at {have} of {size} bytes; the second run received {proxy.body_bytes} bytes")
+
+
+def test_a_connection_dropped_midway_is_resumed_in_the_same_run(served, proxy, tmp_path):
+    entry = served.entries["wide"]
+    size = _size(served, "wide")
+    proxy.drop_after = 300_000
+    got = pull(served, tmp_path, "wide")
+    assert got["ok"], got
+    assert hub.sha256_file(Path(got["path"]) / "model.safetensors") == entry["files"]["model.safetensors"]
+    assert proxy.ranges == ["bytes=300000-"]
+    small = sum(_size(served, "wide", n) for n in entry["files"] if n != "model.safetensors")
+    assert size <= proxy.body_bytes <= size + small   # nothing was fetched twice
+
+
+def test_a_partial_that_does_not_verify_is_discarded_and_fetched_again(served, proxy, tmp_path):
+    entry = served.entries["wide"]
+    oid = entry["files"]["model.safetensors"]
+    blobs = snapshot(tmp_path, entry["repo"]) / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{oid}.zoo.incomplete").write_bytes(b"\0" * 1000)   # garbage where the file starts
+    got = pull(served, tmp_path, "wide")
+    assert got["ok"], got
+    assert hub.sha256_file(Path(got["path"]) / "model.safetensors") == oid
+    assert proxy.ranges == ["bytes=1000-"] and weights_gets(proxy) == 2
+    assert not list(blobs.glob("*.incomplete"))
 
 
 def test_full_disk_is_one_line_and_leaves_nothing(served, proxy, tmp_path):

@@ -6,7 +6,7 @@
 Prints one JSON line: {"ok": true, "path": ...} or {"ok": false, "error": "<one line>"}.
 
 HUBTOOLS_DISK_FULL_AFTER=N makes every download's file writes fail with ENOSPC after N bytes
-(a full disk, simulated inside huggingface_hub's own download loop)."""
+(a full disk, simulated in zoo.hub.download's writes)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import sys
 
 
 def _fill_disk_after(limit: int) -> None:
-    from huggingface_hub import file_download
+    from zoo.hub import download
 
-    real_http_get = file_download.http_get
+    real_open = download.open_partial
 
     class FullDisk:
         def __init__(self, f):
@@ -34,13 +34,19 @@ def _fill_disk_after(limit: int) -> None:
             self._written += len(data)
             return self._f.write(data)
 
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
         def __getattr__(self, name):
             return getattr(self._f, name)
 
-    def http_get(url, temp_file, *args, **kwargs):
-        return real_http_get(url, FullDisk(temp_file), *args, **kwargs)
+    def open_partial(path, mode):
+        return FullDisk(real_open(path, mode))
 
-    file_download.http_get = http_get
+    download.open_partial = open_partial
 
 
 def main() -> int:
@@ -52,6 +58,7 @@ def main() -> int:
     p.add_argument("files")
     p.add_argument("--hub")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--unpinned", action="store_true", help="pin no sha256 (files map to null)")
     m = sub.add_parser("pull-model")
     m.add_argument("name")
     m.add_argument("--hub")
@@ -65,7 +72,10 @@ def main() -> int:
 
     try:
         if args.cmd == "pull":
-            path = hub.pull(args.repo, args.revision, json.loads(args.files), hub=args.hub,
+            files = json.loads(args.files)
+            if args.unpinned:
+                files = {k: None for k in files}
+            path = hub.pull(args.repo, args.revision, files, hub=args.hub,
                             progress=args.progress)
         else:
             path = hub.pull_model(args.name, hub=args.hub, progress=False)

@@ -25,6 +25,9 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[tuple[str, str]] = []
         self.bytes_per_second: float | None = None
+        self.body_bytes = 0
+        self.drop_after: int | None = None
+        self.ranges: list[str] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -44,15 +47,32 @@ class CountingProxy:
                     proxy.requests.append((self.command, self.path))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"host"}}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP | {"host", "range"}}
+                asked = self.headers.get("Range")
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = b"" if self.command == "HEAD" else resp.read()
-                    self.send_response(resp.status)
+                    status, start = resp.status, 0
+                    if asked and status == 200 and self.command == "GET":
+                        with proxy._lock:
+                            proxy.ranges.append(asked)
+                        start = int(asked.split("=", 1)[1].split("-", 1)[0])
+                        if start >= len(data):
+                            self.send_response(416)
+                            self.send_header("Content-Range", f"bytes */{len(data)}")
+                            self.send_header("Content-Length", "0")
+                            self.end_headers()
+                            return
+                        status = 206
+                    full = len(data)
+                    data = data[start:]
+                    self.send_response(status)
+                    if status == 206:
+                        self.send_header("Content-Range", f"bytes {start}-{full - 1}/{full}")
                     for k, v in resp.getheaders():
-                        if k.lower() in HOP:
+                        if k.lower() in HOP or k.lower() == "content-range":
                             continue
                         if k.lower() == "location":
                             v = v.replace(f"{proxy.upstream_host}:{proxy.upstream_port}", f"127.0.0.1:{proxy.port}")
@@ -66,15 +86,26 @@ class CountingProxy:
                     conn.close()
 
             def _send_body(self, data: bytes):
+                cut = None
+                with proxy._lock:
+                    if proxy.drop_after is not None and len(data) > proxy.drop_after:
+                        cut, proxy.drop_after = proxy.drop_after, None
+                if cut is not None:
+                    data = data[:cut]
                 rate = proxy.bytes_per_second
-                if not rate:
-                    self.wfile.write(data)
-                    return
-                step = max(1024, int(rate / 20))
+                step = max(1024, int(rate / 20)) if rate else len(data) or 1
                 for i in range(0, len(data), step):
                     self.wfile.write(data[i:i + step])
                     self.wfile.flush()
-                    time.sleep(step / rate)
+                    with proxy._lock:
+                        proxy.body_bytes += len(data[i:i + step])
+                    if rate:
+                        time.sleep(step / rate)
+                if cut is not None:   # a server dying midway: the connection just ends
+                    self.close_connection = True
+                    self.wfile.flush()
+                    import socket
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             do_GET = do_HEAD = do_POST = do_PUT = _forward
 
@@ -94,6 +125,9 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.ranges.clear()
+            self.body_bytes = 0
+            self.drop_after = None
 
     def count(self) -> int:
         with self._lock:

@@ -6,6 +6,7 @@ when it is first imported, and `import zoo.hub` stays cheap."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,6 +31,32 @@ def repo_folder(cache_dir: Path, repo: str) -> Path:
     """The cache folder of a model repo (`models--org--name`)."""
     from huggingface_hub.file_download import repo_folder_name
     return cache_dir / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+USED = ".zoo-used"   # <repo folder>/.zoo-used/<commit>: its mtime is the revision's last use by zoo
+
+
+def mark_used(snapshot: Path) -> None:
+    """Record that a cached revision was just used (pulled, or loaded from the cache). The Hugging
+    Face scan only knows file access times, which most mounts (relatime, noatime) do not keep."""
+    import time
+
+    marker = Path(snapshot).parent.parent / USED / Path(snapshot).name
+    try:
+        marker.parent.mkdir(exist_ok=True)
+        marker.touch()
+        now = time.time()
+        os.utime(marker, (now, now))
+    except OSError:
+        pass   # a read-only cache still serves verified files; only the record is lost
+
+
+def last_used(repo_path: Path, commit: str, fallback: float | None = None) -> float | None:
+    marker = Path(repo_path) / USED / commit
+    try:
+        return marker.stat().st_mtime
+    except OSError:
+        return fallback
 
 
 def _pins() -> dict[str, list[tuple[str, str, dict[str, str]]]]:
@@ -75,9 +102,34 @@ def _broken_repos(cache_dir: Path | None, scan, wanted: set[str] | None = None) 
         if not folder.is_dir() or folder.is_symlink() or folder.resolve() in readable:
             continue
         repo = "/".join(folder.name.split("--")[1:])
+        if _only_partials(folder):
+            continue   # a download under way or interrupted (resumed by the next pull), not damage
         if wanted is None or repo in wanted:
             out.append((repo, folder))
     return out
+
+
+def _only_partials(folder: Path) -> bool:
+    """A repo folder holding nothing but partial downloads (no snapshot yet)."""
+    if (folder / "snapshots").exists():
+        return False
+    found = [p for p in folder.rglob("*") if p.is_file()]
+    return bool(found) and all(p.parent.name == "blobs" and p.name.endswith(".incomplete") for p in found)
+
+
+def _partial_rows(cache_dir, scan, wanted: set[str] | None) -> list[dict]:
+    """`partial` rows for temp files of interrupted downloads, in every repo folder (one whose only
+    content is a partial download included: it has no snapshot for the scan to see)."""
+    root = Path(cache_dir) if cache_dir else hf_cache_dir()
+    rows = []
+    for folder in sorted(root.glob("models--*")) if root.is_dir() else []:
+        repo = "/".join(folder.name.split("--")[1:])
+        if wanted is not None and repo not in wanted:
+            continue
+        for blob in sorted((folder / "blobs").glob("*.incomplete")):
+            rows.append({"name": None, "repo": repo, "revision": None, "file": blob.name,
+                         "status": "partial", "size": blob.stat().st_size})
+    return rows
 
 
 def _broken_rows(repo: str, folder: Path, pins: dict) -> list[dict]:
@@ -119,13 +171,15 @@ def cache_ls(cache_dir: str | Path | None = None) -> list[dict]:
     """Every cached model revision, named by the registry checkpoint it holds when it holds one."""
     rows = [{"name": pin[0] if pin else None, "repo": repo.repo_id, "revision": rev.commit_hash,
              "refs": sorted(rev.refs), "files": rev.nb_files, "size": rev.size_on_disk,
-             "path": str(rev.snapshot_path)}
+             "last_used": last_used(repo.repo_path, rev.commit_hash, rev.last_modified),
+             "pinned": pin is not None, "path": str(rev.snapshot_path)}
             for repo, revisions in _cached_repos(cache_dir) for rev, pin in revisions]
     scan = _scan(Path(cache_dir) if cache_dir else None)
     for repo, folder in _broken_repos(cache_dir, scan):
         files = [p for p in folder.rglob("*") if p.is_file() and "snapshots" not in p.parts]
         rows.append({"name": None, "repo": repo, "revision": BROKEN, "refs": [], "files": len(files),
-                     "size": sum(p.stat().st_size for p in files), "path": str(folder), "broken": True})
+                     "size": sum(p.stat().st_size for p in files), "last_used": None, "pinned": False,
+                     "path": str(folder), "broken": True})
     return rows
 
 
@@ -184,9 +238,7 @@ def cache_verify(name: str | None = None, cache_dir: str | Path | None = None) -
             for rel in sorted(set(pinned_files) - seen):
                 rows.append({"name": label, "repo": repo.repo_id, "revision": rev.commit_hash,
                              "file": rel, "status": "missing", "expected": pinned_files[rel]})
-        for blob in sorted((repo.repo_path / "blobs").glob("*.incomplete")):
-            rows.append({"name": None, "repo": repo.repo_id, "revision": None, "file": blob.name,
-                         "status": "partial"})
+    rows.extend(_partial_rows(cache_dir, None, wanted))
     return rows
 
 
@@ -224,3 +276,32 @@ def cache_rm(name: str, cache_dir: str | Path | None = None) -> dict:
     strategy = scan.delete_revisions(*hashes)
     strategy.execute()
     return {"removed": removed, "freed": freed + strategy.expected_freed_size}
+
+
+def cache_prune(dry_run: bool = False, cache_dir: str | Path | None = None) -> dict:
+    """Remove every cached revision the registry no longer pins (a checkpoint re-pinned to a new
+    revision, a model dropped from the registry, a --trust-unpinned pull). `dry_run`: say what
+    would go and how much it would free, delete nothing."""
+    scan = _scan(Path(cache_dir) if cache_dir else None)
+    pins = _pins()
+    doomed, rows = [], []
+    for repo in sorted(scan.repos, key=lambda r: r.repo_id) if scan is not None else []:
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            if _pin_for(pins, repo.repo_id, rev.commit_hash, rev.refs) is None:
+                doomed.append(rev.commit_hash)
+                rows.append({"repo": repo.repo_id, "revision": rev.commit_hash, "size": rev.size_on_disk,
+                             "repo_path": repo.repo_path})
+    freed = 0
+    if doomed:
+        strategy = scan.delete_revisions(*doomed)
+        freed = strategy.expected_freed_size
+        if not dry_run:
+            strategy.execute()
+            for r in rows:
+                with contextlib.suppress(OSError):
+                    (Path(r["repo_path"]) / USED / r["revision"]).unlink()
+    for r in rows:
+        del r["repo_path"]
+    return {"removed": rows, "freed": freed, "dry_run": dry_run}

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from zoo._io import sha256_file
 from zoo.errors import CheckpointError, HubError
-from zoo.hub.cache import hf_cache_dir, offline, repo_folder
+from zoo.hub.cache import hf_cache_dir, mark_used, offline, repo_folder
 from zoo.hub.sources import check_file_names, check_repo_id, is_url, redact, redact_hf_logs, send_token_on_pull, sources
 
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -82,18 +82,25 @@ def _pull_folder(root: Path, repo: str, revision: str, files: dict[str, str], ca
     for name in files:
         if (folder / name).is_symlink() and not link_allowed(folder / name, folder):
             raise HubError(f"{folder / name} is a link out of the repo folder; refused")
+    if any(want is None for want in files.values()):
+        # unpinned (--trust-unpinned): a folder holds one revision; take it only if it is the one asked
+        held = folder_revision(folder)
+        if revision not in (held, "main"):
+            raise FileNotFoundError(f"{folder} holds revision {held[:12]}, not {revision}")
     entry = repo_folder(cache_dir, repo)
     blobs = entry / "blobs"
     with _repo_lock(cache_dir, repo):
         try:
             blobs.mkdir(parents=True, exist_ok=True)
-            for name, want in files.items():
-                tmp = blobs / f"{want}.zoo-{uuid.uuid4().hex[:8]}.incomplete"
+            files = dict(files)
+            for name, want in list(files.items()):
+                tmp = blobs / f"{want or 'unpinned'}.zoo-{uuid.uuid4().hex[:8]}.incomplete"
                 try:
                     got = _copy_verified(folder / name, tmp)
-                    if got != want:
+                    if want is not None and got != want:
                         raise _mismatch(repo, revision, name, want, got, str(folder))
-                    os.replace(tmp, blobs / want)
+                    os.replace(tmp, blobs / got)
+                    files[name] = got
                 finally:
                     tmp.unlink(missing_ok=True)
             snapshots = entry / "snapshots"
@@ -151,6 +158,8 @@ def _clean_stale_partials(cache_dir: Path, repo: str) -> None:
         return
     locks = cache_dir / ".locks" / repo_folder_name(repo_id=repo, repo_type="model")
     for partial in blobs.glob("*.incomplete"):
+        if partial.name.endswith(".zoo.incomplete"):
+            continue   # zoo's own partial download: the next pull resumes it
         etag = partial.name.split(".")[0]
         lock = FileLock(str(locks / f"{etag}.lock"))
         try:
@@ -161,17 +170,6 @@ def _clean_stale_partials(cache_dir: Path, repo: str) -> None:
             partial.unlink(missing_ok=True)
         finally:
             lock.release()
-
-
-def _silent_tqdm():
-    from huggingface_hub.utils import tqdm
-
-    class Silent(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return Silent
 
 
 def _why_not_found(endpoint: str, repo: str, revision: str, name: str, token: bool) -> str:
@@ -194,50 +192,38 @@ def _why_not_found(endpoint: str, repo: str, revision: str, name: str, token: bo
     return f"{endpoint} refused {repo}@{revision[:12]} '{name}'"
 
 
-def _explain_http(exc: Exception, endpoint: str, repo: str, revision: str, name: str, token: bool) -> str:
-    """One line for what huggingface_hub raised."""
-    from huggingface_hub import errors as hf
+def _commit_of(endpoint: str, repo: str, revision: str, token: bool) -> str:
+    """The commit a branch or tag names, when the server did not say it in X-Repo-Commit."""
+    from huggingface_hub import HfApi
 
-    # LocalEntryNotFoundError (not cached, server unreachable) is an EntryNotFoundError too
-    if isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError)):
-        return _why_not_found(endpoint, repo, revision, name, token)
-    if isinstance(exc, hf.OfflineModeIsEnabled) or (isinstance(exc, hf.LocalEntryNotFoundError)
-                                                     and offline()):
-        return f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} '{name}' is not in the cache"
-    if isinstance(exc, hf.LocalEntryNotFoundError):
-        return f"cannot reach {endpoint} and {repo}@{revision[:12]} '{name}' is not in the cache"
-    if isinstance(exc, hf.HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else "?"
-        return f"{endpoint} answered HTTP {status} for {repo}@{revision[:12]} '{name}'"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"download of {repo}@{revision[:12]} '{name}' from {endpoint} failed: {text}"
+    try:
+        sha = HfApi(endpoint=endpoint, token=None if token else False).model_info(repo, revision=revision).sha
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        raise HubError(f"{endpoint} did not say which commit {repo}@{revision} is: {exc}") from None
+    if not sha or not COMMIT_SHA.match(sha):
+        raise HubError(f"{endpoint} did not say which commit {repo}@{revision} is")
+    return sha
 
 
-def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], progress: bool,
+def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str | None], progress: bool,
               cache_dir: Path, token: bool) -> Path:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    """Each missing file is fetched by `download.fetch` straight into the Hugging Face cache layout
+    (blob named by its sha256, snapshot link, refs/ for a branch): resumable and time-bounded.
+    A file pinned to None (`--trust-unpinned`) is taken as served, unverified."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import build_hf_headers
+
+    from zoo.hub import download
 
     pinned = bool(COMMIT_SHA.match(revision))
     no_network = offline()
-    tqdm_class = None if progress else _silent_tqdm()
-    blobs = repo_folder(cache_dir, repo) / "blobs"
+    entry = repo_folder(cache_dir, repo)
+    blobs = entry / "blobs"
     root: Path | None = None
 
     def located(pointer: str, name: str) -> Path:
         path = Path(pointer)
         return path.parents[len(Path(name).parts) - 1]
-
-    def download(name: str) -> Path:
-        try:
-            return Path(hf_hub_download(repo, name, revision=revision, endpoint=endpoint,
-                                        cache_dir=str(cache_dir), tqdm_class=tqdm_class,
-                                        token=None if token else False))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
-            from huggingface_hub import errors as hf
-            notfound = isinstance(exc, (hf.RepositoryNotFoundError, hf.RevisionNotFoundError,
-                                        hf.RemoteEntryNotFoundError))
-            message = _explain_http(exc, endpoint, repo, revision, name, token)
-            raise (FileNotFoundError(message) if notfound else HubError(message)) from None
 
     with _repo_lock(cache_dir, repo):
         todo = []
@@ -245,7 +231,7 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
             cached = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir), revision=revision) \
                 if (pinned or no_network) else None
             if isinstance(cached, str) and os.path.isfile(cached):
-                if sha256_file(cached) == want:
+                if want is None or sha256_file(cached) == want:
                     root = located(cached, name)
                     continue
                 _evict(Path(cached), blobs)  # tampered or rotted in the cache: fetch again
@@ -253,18 +239,50 @@ def _pull_url(endpoint: str, repo: str, revision: str, files: dict[str, str], pr
         if todo and no_network:
             raise HubError(f"HF_HUB_OFFLINE is set and {repo}@{revision[:12]} is not fully in the "
                            f"cache (missing {', '.join(todo)}); pull it once online")
-        for name in todo:
-            want = files[name]
-            path = download(name)
-            got = sha256_file(path)
-            if got != want:
-                _evict(path, blobs)
-                path = download(name)  # the one re-fetch
-                got = sha256_file(path)
-                if got != want:
-                    _evict(path, blobs)  # nothing unverified stays in the cache
-                    raise _mismatch(repo, revision, name, want, got, endpoint)
-            root = located(str(path), name)
+        headers = build_hf_headers(token=None if token else False)
+        commit = revision if pinned else None
+        fetched: dict[str, str] = {}
+        try:
+            blobs.mkdir(parents=True, exist_ok=True)
+            for name in todo:
+                want = files[name]
+                if want and (blobs / want).is_file() and sha256_file(blobs / want) == want:
+                    fetched[name] = want   # fetched by a run that died before linking it
+                    continue
+                key = want or hashlib.sha256(f"{revision}/{name}".encode()).hexdigest()
+                partial = blobs / f"{key}.zoo.incomplete"
+                label = f"{repo}@{revision[:12]} '{name}'"
+                url = download.file_url(endpoint, repo, revision, name)
+                for attempt in (1, 2):   # a partial that does not verify is discarded and fetched once more
+                    try:
+                        got, served = download.fetch(url, partial, label=label, headers=headers,
+                                                     progress=progress)
+                    except download.NotFound:
+                        partial.unlink(missing_ok=True)
+                        raise HubError(_why_not_found(endpoint, repo, revision, name, token)) from None
+                    if want is None or got == want:
+                        break
+                    partial.unlink(missing_ok=True)
+                    if attempt == 2:
+                        raise _mismatch(repo, revision, name, want, got, endpoint)
+                if commit is None:
+                    commit = served if served and COMMIT_SHA.match(served) else None
+                os.replace(partial, blobs / got)
+                fetched[name] = got
+        except OSError as exc:
+            raise HubError(f"cannot write {repo} into the cache {cache_dir}: {exc.strerror or exc}") from None
+        if fetched:
+            if commit is None:
+                commit = _commit_of(endpoint, repo, revision, token)
+            snapshot = entry / "snapshots" / commit
+            for name, blob in fetched.items():
+                _link(snapshot, name, blobs / blob)
+            if not pinned:   # a branch or tag: remember which commit it named, as huggingface_hub does
+                ref = entry / "refs" / revision
+                ref.parent.mkdir(parents=True, exist_ok=True)
+                from zoo._io import atomic_write_text
+                atomic_write_text(ref, commit)
+            root = snapshot
         _clean_stale_partials(cache_dir, repo)
     assert root is not None
     return root
@@ -295,8 +313,11 @@ def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = N
     for source in where:
         try:
             if is_url(source):
-                return _pull_url(source, repo, revision, files, progress, cache, send)
-            return _pull_folder(Path(source), repo, revision, files, cache)
+                folder = _pull_url(source, repo, revision, files, progress, cache, send)
+            else:
+                folder = _pull_folder(Path(source), repo, revision, files, cache)
+            mark_used(folder)
+            return folder
         except _Mismatch as err:
             mismatch = mismatch or err
             reasons.append(redact(err))
@@ -328,10 +349,71 @@ def pull_model(name: str, *, hub: str | None = None, progress: bool = True,
     return pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress, token=token)
 
 
+def _revision_files(name: str, ck, revision: str | None, trust_unpinned: bool) -> tuple[str, dict, bool]:
+    """(revision, files to pull with their pins, pinned?) for `zoo pull --revision`. Only the pinned
+    revision can be verified; another one is fetched only when the user says so, unverified."""
+    if revision is None or revision == ck.revision or (len(revision) >= 7 and COMMIT_SHA.match(ck.revision)
+                                                        and ck.revision.startswith(revision.lower())):
+        return ck.revision, dict(ck.files), True
+    if not isinstance(revision, str) or not revision.strip() or any(c in revision for c in "\n\r\0"):
+        raise HubError(f"--revision {revision!r} is not a revision")
+    if not trust_unpinned:
+        raise HubError(f"{name} is pinned to revision {ck.revision[:12]}; '{revision}' is not it, so its files "
+                       f"cannot be checked against the registry's sha256 (pass --trust-unpinned to fetch "
+                       f"them unverified)")
+    return revision, {n: None for n in ck.files}, False
+
+
+def copy_to_local_dir(snapshot: Path, files, local_dir: str | Path) -> dict:
+    """A plain copy of the pulled files in a folder the user names (`--local-dir`), never
+    overwriting a file of theirs: a file already there with the same bytes is left as it is, one
+    with other bytes stops the copy before anything is written."""
+    import zoo._io as zio
+
+    dest = Path(local_dir).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise HubError(f"--local-dir {dest} is a file, not a folder")
+    plan, same, clash = [], [], []
+    for name in files:
+        src, dst = snapshot / name, dest / name
+        if dst.is_symlink() or (dst.exists() and not dst.is_file()):
+            clash.append(name)
+        elif dst.is_file():
+            (same if sha256_file(dst) == sha256_file(src) else clash).append(name)
+        else:
+            plan.append(name)
+    if clash:
+        raise HubError(f"--local-dir {dest} already holds {', '.join(clash)} with other content; "
+                       f"refusing to overwrite (choose another folder or remove them yourself)")
+    try:
+        for name in plan:
+            dst = dest / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            zio.atomic_write(dst, lambda tmp, src=snapshot / name: shutil.copyfile(src, tmp))
+    except OSError as exc:
+        raise HubError(f"cannot write into --local-dir {dest}: {exc.strerror or exc}") from None
+    return {"local_dir": str(dest), "copied": plan, "unchanged": same}
+
+
 def pull_checkpoint(name: str, *, hub: str | None = None, progress: bool = True,
-                    token: bool | None = None) -> dict:
-    """`zoo pull NAME`: pull_model, reported as {name, repo, revision, path, files, verified}."""
+                    token: bool | None = None, revision: str | None = None, trust_unpinned: bool = False,
+                    local_dir: str | Path | None = None) -> dict:
+    """`zoo pull NAME`: pull_model, reported as {name, repo, revision, path, files, verified}.
+
+    `revision`: only the registry's pinned one (or a prefix of its sha) unless `trust_unpinned`,
+    then fetched unverified (`verified: none`). `local_dir`: also a plain copy of the files there
+    (`path` is then that folder; `cache_path` the snapshot)."""
     full, ck = _pinned(name)
-    folder = pull(ck.repo, ck.revision, ck.files, hub=hub, progress=progress, token=token)
-    return {"name": full, "repo": ck.repo, "revision": ck.revision, "path": str(folder),
-            "files": dict(ck.files), "verified": "sha256"}
+    rev, files, pinned = _revision_files(full, ck, revision, trust_unpinned)
+    if local_dir is not None:   # refuse a bad target before any download
+        dest = Path(local_dir).expanduser()
+        if dest.exists() and not dest.is_dir():
+            raise HubError(f"--local-dir {dest} is a file, not a folder")
+    folder = pull(ck.repo, rev, files, hub=hub, progress=progress, token=token)
+    res = {"name": full, "repo": ck.repo, "revision": folder.name if not pinned else ck.revision,
+           "path": str(folder), "files": dict(ck.files) if pinned else {n: sha256_file(folder / n) for n in files},
+           "verified": "sha256" if pinned else "none (unpinned revision, --trust-unpinned)"}
+    if local_dir is not None:
+        copied = copy_to_local_dir(folder, files, local_dir)
+        res.update(copied, cache_path=str(folder), path=copied["local_dir"])
+    return res
