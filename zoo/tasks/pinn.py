@@ -85,7 +85,8 @@ def _decode(state: torch.Tensor) -> tuple[str, dict] | None:
         return None
     pp = _problems()
     name = list(pp.DEFAULTS)[int(state[1])]
-    params = {k: float(state[2 + i]) for i, k in enumerate(_PARAM_KEYS) if k in pp.DEFAULTS[name]}
+    # the buffer is float32: read back the 6 significant digits it holds (0.01, not 0.0100021)
+    params = {k: float(f"{float(state[2 + i]):.6g}") for i, k in enumerate(_PARAM_KEYS) if k in pp.DEFAULTS[name]}
     if "detectors" in params:
         params["detectors"] = int(params["detectors"])
     return name, params
