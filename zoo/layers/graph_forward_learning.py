@@ -139,6 +139,17 @@ class LayerwiseGraphTraining(nn.Module):
         m = g["val_mask"] if bool(g["val_mask"].any()) else g["train_mask"]
         return float((pred[m] == g["y"][m]).float().mean())
 
+    def _sf_input(self, g):
+        """SF's first-layer input (augmented, row-normalised) and graph, built once per graph: they are
+        constant data, like the features themselves, so no step pays for (or keeps) a copy."""
+        key = tuple((t.data_ptr(), tuple(t.shape)) for t in (g["x"], g["edge_index"], g["y"], g["train_mask"]))
+        if getattr(self, "_cache_key", None) != key:
+            with torch.no_grad():
+                h, ei = self.model.augmented(g["x"], g["edge_index"], self._labels(g))
+                self._cache = (F.normalize(h, p=2.0, dim=-1), ei)
+            self._cache_key = key
+        return self._cache
+
     def _labels(self, g) -> torch.Tensor:
         return torch.where(g["train_mask"], g["y"], torch.full_like(g["y"], -1))
 
@@ -150,11 +161,11 @@ class LayerwiseGraphTraining(nn.Module):
 
     def _sf(self, g, layer: int):
         model, n = self.model, g["x"].shape[0]
-        h, ei = model.augmented(g["x"], g["edge_index"], self._labels(g))
+        h, ei = self._sf_input(g)
         with torch.no_grad():
             for i in range(layer):
-                h = model.layer(i, h, ei)
-        h = model.layer(layer, h.detach(), ei)
+                h = model.layer(i, h, ei, normalized=i == 0)
+        h = model.layer(layer, h.detach(), ei, normalized=layer == 0)
         logits = model.sf_logits(h, n)
         loss = F.cross_entropy(logits[g["train_mask"]], g["y"][g["train_mask"]])
         loss.backward()
@@ -162,10 +173,10 @@ class LayerwiseGraphTraining(nn.Module):
 
     def _top2loss(self, g):
         model, n = self.model, g["x"].shape[0]
-        h, ei = model.augmented(g["x"], g["edge_index"], self._labels(g))
+        h, ei = self._sf_input(g)
         outs, total = [], 0.0
         for i in range(len(model.convs)):
-            h = model.layer(i, h.detach(), ei)
+            h = model.layer(i, h.detach(), ei, normalized=i == 0)
             outs.append(h.detach())
             above = self.prev_top[i + 1:] if self.prev_top is not None else []
             mixed = torch.stack([h, *above]).mean(0) if above else h

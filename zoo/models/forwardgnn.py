@@ -128,8 +128,8 @@ class ForwardGNN(nn.Module):
         extra = torch.stack([torch.cat([src, vn]), torch.cat([vn, src])])
         return torch.cat([x, self.virtual_x.to(x.dtype)], 0), torch.cat([edge_index, extra], 1)
 
-    def layer(self, i: int, h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        if self.procedure.startswith("sf"):
+    def layer(self, i: int, h: torch.Tensor, edge_index: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        if self.procedure.startswith("sf") and not normalized:
             h = F.normalize(h, p=2.0, dim=-1)
         return F.relu(self.convs[i](h, edge_index))
 
