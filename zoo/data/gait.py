@@ -14,7 +14,7 @@ in the layering and turns arrays into inert stand-ins; this one returns the arra
 stride, cadence and arm swing differ per identity, rendered as 64x64 silhouettes and 2-D joint
 heatmaps from several views (a horizontal squeeze as the view turns) with clothing-like variations
 (a coat widens the torso and covers the thighs, a bag adds a blob), written in the OpenGait layout.
-Identities 0..n_train-1 train, the rest test; test probes (type `nm-02`, `cl-01`) are matched
+Identities 0..n_train-1 train, the rest test; test probes (types `nm-02`, `bg-01`, `cl-01`) are matched
 against the gallery (`nm-01`) of the same identities.
 """
 
@@ -127,7 +127,7 @@ def render_walker(ident: dict, frames: int, view: float, cloth: str, rng: np.ran
 
 
 GALLERY_TYPES = ("nm-01",)
-PROBE_TYPES = ("nm-02", "cl-01")
+PROBE_TYPES = ("nm-02", "bg-01", "cl-01")
 TRAIN_TYPES = ("nm-01", "nm-02", "bg-01", "cl-01")
 VIEWS = ("000", "045", "090")
 

@@ -127,7 +127,7 @@ class GaitRecognitionTask(Task):
     DATASETS = {
         "gait-synth": DatasetEntry(
             "parametric walkers (per-identity proportions, stride, cadence; 3 views; coat/bag variations) as silhouettes + "
-            "joint heatmaps in OpenGait's id/type/view/*.pkl layout; 16 train ids, 8 test ids (gallery nm-01, probes nm-02, cl-01)",
+            "joint heatmaps in OpenGait's id/type/view/*.pkl layout; 16 train ids, 8 test ids (gallery nm-01; probes nm-02, bg-01, cl-01)",
             lambda split, model, options: gd.gait_synth(split, tuple(model.frame_size), seed=int(options.get("data_seed", 0)))),
     }
     Options = GaitOptions

@@ -1,0 +1,77 @@
+"""HiH, the gait-recognition task and the OpenGait data (issue 18)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data import gait as gd
+from zoo.errors import DataError
+from zoo.models.hih import hih
+from zoo.tasks.gait_recognition import GaitRecognitionTask, retrieval_metrics, triplet_loss
+
+
+# spec vision.md D [calc]: backbone (without the BNNeck classifier) / total, official configs
+@pytest.mark.parametrize("variant, backbone, total", [
+    ("gait3d", 9.96, 22.26), ("grew", 9.65, 91.58), ("oumvlp", 10.36, 31.48), ("casiab", 5.66, 6.28)])
+def test_parameter_counts_match_the_official_configs(variant, backbone, total):
+    m = hih(variant)
+    assert round(m.backbone_parameters() / 1e6, 2) == backbone
+    assert round(sum(p.numel() for p in m.parameters()) / 1e6, 2) == total
+
+
+def test_pose_branch_is_off_by_default_and_selectable():
+    small = dict(channels=4, num_classes=5, frame_size=(32, 22), bins=8)
+    plain, posed = hih("gait3d", **small), hih("gait3d", pose=True, **small)
+    assert not plain.uses_pose and posed.uses_pose
+    assert sum(p.numel() for p in posed.parameters()) > sum(p.numel() for p in plain.parameters())
+    e, logits = posed.eval()(torch.rand(2, 7, 32, 22), torch.rand(2, 7, 32, 22))
+    assert e.shape == (2, 16, 8) and logits.shape == (2, 5, 8)
+
+
+def test_retrieval_metrics_and_triplet_loss():
+    dist = torch.tensor([[0.1, 0.5, 0.9], [0.2, 0.1, 0.3]])
+    m = retrieval_metrics(dist, ["a", "b"], ["a", "a", "b"])
+    assert m["rank1"] == 50.0 and m["rank5"] == 100.0
+    assert m["map"] == pytest.approx(100 * (1.0 + 1 / 3) / 2)
+    assert m["minp"] == pytest.approx(100 * (2 / 2 + 1 / 3) / 2)
+    with pytest.raises(DataError, match="no sequence in the gallery"):
+        retrieval_metrics(dist, ["z"], ["a", "a", "b"])
+    emb = torch.tensor([[[0.0]], [[0.1]], [[5.0]], [[5.1]]])
+    assert float(triplet_loss(emb, torch.tensor([0, 0, 1, 1]), 0.2)) == 0.0
+    assert float(triplet_loss(emb, torch.tensor([0, 1, 0, 1]), 0.2)) > 0
+
+
+def test_opengait_reader_refuses_code_and_empty_sequences(tmp_path):
+    root = gd.write_gait_synth(tmp_path / "g", n_ids=3, n_train=1, frames=6)
+    ds = gd.GaitSequences(root, "test", (32, 22))
+    assert len(ds) == 2 * 4 * 3 and ds[0]["sils"].shape[1:] == (32, 22)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+    target = next((root / "002").rglob("*sils.pkl"))
+    target.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(gd.UnsafePickle, match="refusing global"):
+        ds[len(ds) - 1] if str(ds.seqs[-1][3][-1]) == str(target) else [ds[i] for i in range(len(ds))]
+    assert not (tmp_path / "pwned").exists()
+    target.write_bytes(pickle.dumps(np.zeros((0, 64, 64), np.uint8)))
+    with pytest.raises(DataError, match="zero frames"):
+        [ds[i] for i in range(len(ds))]
+
+
+def test_task_evaluates_gallery_probe_and_refuses_a_missing_gallery_identity(tmp_path):
+    root = gd.write_gait_synth(tmp_path / "g", n_ids=3, n_train=1, frames=6, pose=False)
+    task = GaitRecognitionTask()
+    m = hih("casiab", channels=4, num_classes=3, frame_size=(32, 22), bins=8)
+    ds = task.read_data(str(root), None, "test", m, {})
+    out = task.evaluate(m, ds, {})
+    assert out["probes"] == 2 * 3 * 3 and out["gallery"] == 2 * 3 and 0 <= out["rank1"] <= 100
+    for f in (root / "002" / "nm-01").rglob("*.pkl"):
+        f.unlink()
+    with pytest.raises(DataError, match="no sequence in the gallery"):
+        task.evaluate(m, task.read_data(str(root), None, "test", m, {}), {})
