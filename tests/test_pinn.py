@@ -72,7 +72,7 @@ def test_burgers_reference_matches_cole_hopf(C):
 
 def test_burgers_reference_refuses_when_unresolved():
     with pytest.raises(DataError, match="did not converge"):
-        pp.burgers_reference(1e-4, 0.0, X, np.array([0.0, 0.5, 1.0]))
+        pp.burgers_reference(1e-5, 0.0, X, np.array([0.0, 0.5, 1.0]))
 
 
 def test_lwr_godunov_matches_characteristics_before_the_shock_and_converges():
@@ -135,7 +135,7 @@ def test_training_lowers_the_physics_loss():
 
 @pytest.mark.parametrize("args, needle", [
     (["-o", "cc=5"], "unknown option 'cc'"),
-    (["-o", "nu=-1"], "nu = -1"),
+    (["-o", "nu=-1"], "has no parameter 'nu'"),
     (["-o", "n_x=4"], "at least 8"),
 ])
 def test_bad_problem_options_cli(args, needle):
@@ -151,5 +151,24 @@ def test_lagrangian_pinn_on_reaction_diffusion_cli():
 
 
 def test_unconverged_reference_cli():
-    r = run_zoo("eval", "pinn", "--dataset", "burgers", "-o", "nu=0.0001")
+    r = run_zoo("eval", "pinn", "--dataset", "burgers", "-o", "nu=0.00001")
     assert r.returncode != 0 and "did not converge" in r.stderr and "nan" not in r.stdout.lower()
+
+
+def test_eval_of_a_checkpoint_on_other_parameters_is_refused():
+    r = run_zoo("eval", "pinn", "--dataset", "convection", "-o", "c=30")
+    assert r.returncode != 0 and "solve convection with c = 50" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pinn.convection", "pinn.lwr", "lagrangian-pinn.burgers",
+                                  "lagrangian-pinn.convection", "mto-pinn.lwr"])
+def test_checkpoint_metrics_match_the_registry(name):
+    import zoo.registry as reg
+    model, tag = name.split(".")
+    pinned = reg.load_registry().models[model].checkpoints[tag].metrics
+    r = run_zoo("eval", name, "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    for k, v in pinned.items():
+        assert math.isclose(got[k], v, rel_tol=1e-4), (k, got[k], v)

@@ -104,6 +104,10 @@ def make_problem(name: str, options: dict | None = None) -> Problem:
         from zoo.errors import UnknownNameError
         raise UnknownNameError("PINN problem", name, DEFAULTS)
     options = dict(options or {})
+    for k, v in options.items():   # a parameter this problem does not have is an error, not ignored
+        if v is not None and k not in DEFAULTS[name] and k not in GRID_DEFAULTS:
+            raise ConfigError(f"{name} has no parameter '{k}'; its parameters: "
+                              f"{', '.join(list(DEFAULTS[name]) + list(GRID_DEFAULTS))}")
     params = {k: type(v)(options[k]) if options.get(k) is not None else v for k, v in DEFAULTS[name].items()}
     grid = {k: type(v)(options[k]) if options.get(k) is not None else v for k, v in GRID_DEFAULTS.items()}
     if grid["n_x"] < 8:
