@@ -18,6 +18,7 @@ import torch
 import zoo.registry as reg
 from zoo.data import reviews
 from zoo.errors import ConfigError, DataError
+from zoo.layers.hf_encoder import prompt_similarity
 from zoo.loading import load
 from zoo.models.p2c import P2CClassifier, PreferenceHead
 from zoo.tasks import get_task
@@ -148,11 +149,11 @@ def test_polarity_fixture():
 
 def test_pairs_share_a_label_and_ties_are_soft():
     data = reviews.polarity_200()
-    pairs = reviews.make_pairs(data, seed=0)
+    pairs = reviews.make_pairs(data, prompt_similarity, seed=0)
     lookup = dict(zip(data.texts, data.labels))
     assert all(lookup[a] == lookup[b] == y for a, b, y in zip(pairs.a, pairs.b, pairs.labels))
     assert set(pairs.pref) <= {0.0, 0.5, 1.0} and 0 < pairs.pref.count(0.5) < len(pairs.pref)
-    assert reviews.make_pairs(data, seed=0).pref == pairs.pref
+    assert reviews.make_pairs(data, prompt_similarity, seed=0).pref == pairs.pref
 
 
 # ---- bad input ----------------------------------------------------------------------------------------

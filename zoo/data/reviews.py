@@ -242,35 +242,21 @@ PROMPTS = {"rotten": "a negative, unfavourable movie review", "fresh": "a positi
 TIE_MARGIN = 0.02
 
 
-def zero_shot_scores(texts: list[str], classes: list[str], base: str = "all-minilm-l6-v2") -> list[list[float]]:
-    """Cosine similarity of each text's mean-pooled, normalised sentence embedding (the pretrained
-    all-MiniLM-L6-v2 from its wheel, as sentence-transformers pools it) with each class's prompt.
-    Cached on disk under its parameters."""
-    import numpy as np
-    import torch
+def zero_shot_scores(texts: list[str], classes: list[str], scorer, base: str = "all-minilm-l6-v2") -> list[list[float]]:
+    """Similarity of each text with each class's prompt, by `scorer(texts, prompts, base)` (the
+    task passes the pretrained encoder's; see zoo.layers.hf_encoder.prompt_similarity). Cached on
+    disk under its parameters."""
+    import os
+    import tempfile
 
-    from zoo.layers import hf_encoder
+    import numpy as np
 
     prompts = [PROMPTS.get(c, f"a text about {c}") for c in classes]
     key = params_key(base=base, prompts=prompts, texts=params_key(texts=texts), v=1)
     path = cache_dir() / "preferences" / f"zero_shot_{key}.npy"
     if path.is_file():
         return np.load(path).tolist()
-    enc = hf_encoder.build_encoder(base)
-    hf_encoder.load_pretrained_into(enc, base)
-    enc.eval()
-    tok = hf_encoder.tokenizer(base)
-
-    def embed(batch):
-        t = tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.inference_mode():
-            h = enc(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
-        m = t["attention_mask"][..., None].float()
-        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
-
-    p = embed(prompts)
-    out = torch.cat([embed(texts[i:i + 64]) @ p.T for i in range(0, len(texts), 64)]).numpy()
-    import tempfile, os
+    out = np.asarray(scorer(texts, prompts, base), dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
         np.save(tmp, out)
@@ -278,14 +264,14 @@ def zero_shot_scores(texts: list[str], classes: list[str], base: str = "all-mini
     return out.tolist()
 
 
-def make_pairs(data: LabelledText, seed: int = 0, tie_margin: float = TIE_MARGIN) -> Pairs:
+def make_pairs(data: LabelledText, scorer, seed: int = 0, tie_margin: float = TIE_MARGIN) -> Pairs:
     """One pair per text: the text and a seeded random other text of the same class. The
     preference is the zero-shot labeller's: the text whose margin (similarity to its own class's
     prompt minus the best other class's) is larger is preferred, a tie when they differ by less
     than `tie_margin`."""
     import random
 
-    scores = zero_shot_scores(data.texts, data.classes)
+    scores = zero_shot_scores(data.texts, data.classes, scorer)
     margin = []
     for s, y in zip(scores, data.labels):
         others = [v for j, v in enumerate(s) if j != y]

@@ -105,3 +105,25 @@ def tokenizer(base: str):
     return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), unk_token="[UNK]",
                                    sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]",
                                    model_max_length=512)
+
+
+def prompt_similarity(texts: list[str], prompts: list[str], base: str = "all-minilm-l6-v2"):
+    """Cosine similarity (len(texts), len(prompts)) of mean-pooled, normalised sentence embeddings
+    of the pretrained base encoder, pooled as sentence-transformers pools all-MiniLM-L6-v2: the
+    zero-shot labeller that stands in for P2C's GPT-3 preference queries."""
+    import torch
+
+    enc = build_encoder(base)
+    load_pretrained_into(enc, base)
+    enc.eval()
+    tok = tokenizer(base)
+
+    def embed(batch):
+        t = tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        with torch.inference_mode():
+            h = enc(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).last_hidden_state
+        m = t["attention_mask"][..., None].float()
+        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+
+    p = embed(list(prompts))
+    return torch.cat([embed(texts[i:i + 64]) @ p.T for i in range(0, len(texts), 64)]).numpy()

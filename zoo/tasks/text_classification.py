@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from zoo.data import reviews
 from zoo.errors import ConfigError, DataError
+from zoo.layers import hf_encoder
 from zoo.tasks.base import DatasetEntry, LossModule, Task, TaskOptions, device_of, to_device
 
 
@@ -204,7 +205,7 @@ def _as_split(data: reviews.LabelledText, split: str, model, options: dict) -> D
         n = options.get("train_subset")
         if n:
             data = reviews.LabelledText(data.texts[:int(n)], data.labels[:int(n)], data.classes, data.source)
-        pairs = reviews.make_pairs(data, seed=int(options.get("pair_seed", 0)),
+        pairs = reviews.make_pairs(data, hf_encoder.prompt_similarity, seed=int(options.get("pair_seed", 0)),
                                    tie_margin=float(options.get("tie_margin", reviews.TIE_MARGIN)))
         return PairSet(pairs, model, options)
     return TextSet(data, model, options)
