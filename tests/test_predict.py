@@ -55,3 +55,31 @@ def test_a_users_picture_is_never_overwritten(images, tmp_path):
     done = run_zoo("predict", MODEL, str(images), "--imgsz", "128", "--save", str(out), cwd=tmp_path)
     assert done.returncode != 0 and "exists" in done.stderr
     assert (out / "a.png").read_bytes() == b"mine"
+
+
+def test_tile_windows_cover_the_image_flush_with_its_end():
+    from zoo.tasks.detection import _tile_starts
+    assert _tile_starts(500, 640, 512) == [0]
+    assert _tile_starts(1280, 640, 512) == [0, 512, 640]
+    assert _tile_starts(1280, 640, 640) == [0, 640]
+
+
+def test_tiled_prediction_finds_small_objects_a_downscaled_pass_misses(tmp_path):
+    """Four 640-px aerial tiles stitched into one 1280-px image: at imgsz 640 the whole image is
+    halved and small crowns vanish; tiles of 640 see them at full resolution."""
+    import zoo
+    from zoo.loading import load
+    loaded = load(MODEL)
+    ds = loaded.task.load_dataset("trees", "train", None, loaded.model, {})
+    tiles = [Image.open(f).convert("RGB") for f in ds.records.files]
+    tiles = [t for t in tiles if t.size == (640, 640)][:4]
+    assert len(tiles) == 4
+    big = Image.new("RGB", (1280, 1280))
+    for k, t in enumerate(tiles):
+        big.paste(t, ((k % 2) * 640, (k // 2) * 640))
+    path = tmp_path / "big.png"
+    big.save(path)
+    whole = zoo.predict(MODEL, str(path))["detections"]
+    tiled = zoo.predict(MODEL, str(path), tile=640)["detections"]
+    assert len(tiled) > 1.3 * len(whole)
+    assert all(0 <= b["box"][0] < b["box"][2] <= 1280 and 0 <= b["box"][1] < b["box"][3] <= 1280 for b in tiled)

@@ -80,6 +80,11 @@ class DetectionOptions(TaskOptions):
                       "boxes a one-to-one head can leave on crowded scenes")
     iou: float = Field(0.7, gt=0, le=1, description="IoU above which nms drops the lower-scored box")
     fuse: bool = Field(True, description="infer with the re-parameterised deploy graph (same outputs, faster)")
+    tile: Optional[int] = Field(None, gt=31, description="predict: cut a large image into tiles of this many "
+                                "pixels, detect in each, merge (aerial images)")
+    tile_overlap: float = Field(0.2, ge=0, lt=1, description="predict: overlap between neighbouring tiles")
+    tile_iou: float = Field(0.5, gt=0, le=1, description="predict: IoU above which boxes of neighbouring tiles "
+                            "are merged")
     augment: bool = Field(True, description="training augmentation (mosaic, zoom/shift, HSV, flip); "
                           "false: plain letterbox")
     crop: Optional[int] = Field(None, gt=0, description="train on random crops of this size (a multiple of 32) "
@@ -443,6 +448,33 @@ class DetectionTask(Task):
             return torch.from_numpy(canvas).permute(2, 0, 1)[None].float() / 255.0
         return prepare
 
+    def _detect_image(self, model, image, names, options, conf) -> torch.Tensor:
+        """(k, 6) detections above `conf` of one PIL image, in its pixels, best first."""
+        imgsz = int(options.get("imgsz") or DEFAULT_IMGSZ)
+        records = coco.DetectionRecords(names=names, category_ids=list(range(len(names))))
+        records.add(Path("<image>"), image.size, 1, np.zeros((0, 4)), [])
+        ds = DetectionDataset(records, imgsz, multiple=int(max(model.stride)))
+        ds._images[0] = image   # already decoded (a file or a tile of one)
+        _, det, meta = next(self.detect(model, ds, {**options, "batch_size": 1}))
+        return to_original(det[det[:, 4] >= conf], meta)
+
+    def _detect_tiled(self, model, image, names, tile, options, conf) -> torch.Tensor:
+        """Overlapping tiles, each detected at full resolution, boxes shifted back and merged
+        across tile borders by class-wise NMS (small objects in large aerial images)."""
+        step = max(1, int(round(tile * (1 - float(options.get("tile_overlap", 0.2))))))
+        w, h = image.size
+        parts = []
+        for y0 in _tile_starts(h, tile, step):
+            for x0 in _tile_starts(w, tile, step):
+                det = self._detect_image(model, image.crop((x0, y0, min(x0 + tile, w), min(y0 + tile, h))),
+                                         names, options, conf)
+                det[:, [0, 2]] += x0
+                det[:, [1, 3]] += y0
+                parts.append(det)
+        det = torch.cat(parts) if parts else torch.zeros((0, 6))
+        det = det[det[:, 4].argsort(descending=True)]
+        return nms(det, float(options.get("tile_iou", 0.5)))
+
     def predict(self, model, input, dataset, save, options):
         """Detect objects in one image (`input`, a path; else the dataset's first image). Returns
         the boxes (original pixels), labels and scores above `conf` (default 0.25), at most
@@ -464,15 +496,15 @@ class DetectionTask(Task):
                 image = im.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError):
             raise DataError(f"{path}: not an image (cannot be decoded)") from None
-        imgsz = int(options.get("imgsz") or DEFAULT_IMGSZ)
-        records = coco.DetectionRecords(names=names, category_ids=list(range(len(names))))
-        records.add(path, image.size, 1, np.zeros((0, 4)), [])
-        ds = DetectionDataset(records, imgsz, multiple=int(max(model.stride)))
-        _, det, meta = next(self.detect(model, ds, {**options, "batch_size": 1}))
-        det = det[det[:, 4] >= float(options.get("conf", PREDICT_CONF))]
+        conf = float(options.get("conf", PREDICT_CONF))
+        tile = options.get("tile")
+        if tile and max(image.size) > int(tile):
+            det = self._detect_tiled(model, image, names, int(tile), options, conf)
+        else:
+            det = self._detect_image(model, image, names, options, conf)
         if options.get("nms"):
             det = nms(det, float(options.get("iou", 0.7)))
-        det = to_original(det[:int(options.get("max_det", PREDICT_MAX_DET))], meta)
+        det = det[:int(options.get("max_det", PREDICT_MAX_DET))]
         found = []
         for x1, y1, x2, y2, score, label in det.tolist():
             name = names[int(label)] if int(label) < len(names) else str(int(label))
@@ -481,6 +513,14 @@ class DetectionTask(Task):
         if save:
             save_image(draw_detections(image, found), save)
         return {"image": str(path), "size": list(image.size), "detections": found}
+
+
+def _tile_starts(n: int, tile: int, step: int) -> list[int]:
+    """Window origins covering [0, n) with windows of `tile`, the last one flush with the end."""
+    if n <= tile:
+        return [0]
+    starts = list(range(0, n - tile + 1, step))
+    return starts if starts[-1] == n - tile else starts + [n - tile]
 
 
 def _deploy_copy(model, options):
