@@ -535,7 +535,30 @@ def main() -> None:
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        raise
+        if os.environ.get("ZOO_DEBUG", "").strip() not in ("", "0"):
+            raise
+        # the last line of defence (issue 13): whatever a verb did not turn into a ZooError still
+        # reaches the user as one line and a non-zero exit, never a traceback
+        err.print(f"[red]error:[/] {_one_line(e)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _one_line(e: BaseException) -> str:
+    """A one-line account of an exception no verb caught: the file and the OS's reason for I/O
+    errors, the library's own message otherwise (first line), and how to see the traceback."""
+    if isinstance(e, OSError) and e.filename is not None:
+        what = f"{e.filename}: {e.strerror or e}"
+    elif isinstance(e, RecursionError):
+        what = "the input is nested too deeply to read"
+    elif isinstance(e, MemoryError):
+        what = "out of memory (the input asks for more than this machine has)"
+    else:
+        text = str(e).strip()
+        first = text.splitlines()[0].strip() if text else ""
+        what = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    if len(what) > 300:
+        what = what[:297] + "..."
+    return f"{what} (ZOO_DEBUG=1 shows the traceback)"
 
 
 if __name__ == "__main__":

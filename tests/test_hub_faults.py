@@ -226,3 +226,50 @@ def test_cache_ls_sees_folder_pulls_with_size_and_last_use_and_prune(published, 
     assert [r["repo"] for r in json.loads(done.stdout)] == [entries["wide"]["repo"]]
     done, _ = zoo(full, tmp_path, "cache", "prune")
     assert "nothing to prune" in done.stdout
+
+
+# ---- tracebacks -> one line (issue 13) --------------------------------------------------------------
+
+def test_hub_paths_that_are_files_are_one_line(published, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    done, _ = zoo(published, tmp_path / "home", "push", str(published["root"] / "runs" / "toy"), "--repo",
+                  "zoo/x", "--hub", str(afile))
+    assert "is a file" in one_line_error(done) and afile.read_text() == "x"
+    done, _ = zoo(published, afile, "pull", "tiny-mlp", "--hub", str(published["hub"]))   # HF_HOME a file
+    assert "HF_HOME" in one_line_error(done)
+    for bad in ("http://", "http://[::1", "http://127.0.0.1:99999"):
+        done, _ = zoo(published, tmp_path / "home", "pull", "tiny-mlp", "--hub", bad)
+        assert "is not a URL" in one_line_error(done)
+
+
+CASES = [   # what the issue found as tracebacks; each must end as one line and a non-zero exit
+    ("eval", "deeponet", "--batch-size", "-1"),
+    ("bench", "deeponet", "--repeats", "0"),
+    ("finetune", "deeponet", "--lr", "nan", "--steps", "2", "--out", "{tmp}/r"),
+    ("finetune", "deeponet", "--seed", str(10 ** 20), "--steps", "2", "--out", "{tmp}/r"),
+    ("predict", "deeponet", "--save", "{tmp}/out.xyz"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=[" ".join(c[:4]) for c in CASES])
+def test_no_traceback_reaches_the_user(args, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("ZOO_REGISTRY", "ZOO_DEBUG")}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "zoo", *(a.format(tmp=tmp_path) for a in args)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error:") and all(not x.startswith("  ") for x in lines), done.stderr
+    assert not (tmp_path / "out.xyz").exists()
+
+
+def test_the_last_line_of_defence_names_the_cause_in_one_line():
+    from cli.main import _one_line
+
+    assert _one_line(FileNotFoundError(2, "No such file or directory", "/x/y")).startswith(
+        "/x/y: No such file or directory")
+    assert _one_line(RecursionError("maximum recursion depth exceeded")).startswith("the input is nested too deeply")
+    line = _one_line(ValueError("bad value\nsecond line\nthird"))
+    assert line.startswith("ValueError: bad value") and "\n" not in line and "ZOO_DEBUG=1" in line
+    assert len(_one_line(ValueError("x" * 5000))) < 400

@@ -241,8 +241,8 @@ class _Retry(Exception):
 def _lead(problem: str, where: str) -> str:
     if problem.startswith("HTTP "):
         return f"{where} answered {problem}"
-    if problem.startswith("cannot reach"):
-        return f"{problem} ({where})"
+    if problem.startswith("cannot reach: "):
+        return f"cannot reach {where} ({problem.split(': ', 1)[1]})"
     return f"{where}: {problem}"
 
 
@@ -252,7 +252,7 @@ def _network_reason(exc: Exception) -> str:
     text = str(exc).strip()
     if isinstance(exc, httpx.ConnectError):
         why = "connection refused" if "refused" in text.lower() else (text.splitlines()[0] if text else "no route")
-        return f"cannot reach the server: {why}"
+        return f"cannot reach: {why}"
     return f"connection dropped ({text.splitlines()[0] if text else type(exc).__name__})"
 
 

@@ -303,6 +303,11 @@ def pull(repo: str, revision: str, files: dict[str, str], *, hub: str | None = N
     if not files:
         raise HubError(f"{repo}: the registry pins no files for this checkpoint")
     cache = Path(cache_dir) if cache_dir else hf_cache_dir()
+    try:   # HF_HOME or HF_HUB_CACHE naming a file, or a folder nobody may write: one line, not a traceback
+        (cache / ".locks").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HubError(f"the Hugging Face cache {cache} (HF_HOME / HF_HUB_CACHE) is not a folder zoo can "
+                       f"write: {exc.strerror or exc}") from None
     send = send_token_on_pull(token)
     redact_hf_logs()
     reasons, mismatch = [], None

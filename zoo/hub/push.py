@@ -189,17 +189,26 @@ def push(folder: str | Path, repo: str, *, hub: str | None = None) -> dict:
         if where.resolve() == src or src.is_relative_to(where.resolve()) or src.is_relative_to(where):
             raise HubError(f"{dest} is the folder being pushed or holds it; refusing to replace it "
                            f"(push into another --hub)")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        hub_root = Path(target)
+        if hub_root.exists() and not hub_root.is_dir():
+            raise HubError(f"--hub {target} is a file, not a folder of repos")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:   # a file on the way, a read-only folder, a full disk
+            raise HubError(f"cannot create {dest.parent} in the hub {target}: {exc.strerror or exc}") from None
         why = _replaceable(dest, repo)   # refuse before any work; checked again under the lock
         if why:
             raise HubError(f"{dest} {why}; refusing to replace it (remove it yourself or choose "
                            f"another --repo/--hub)")
         stage = dest.with_name(f".{dest.name}.incoming-{uuid.uuid4().hex[:8]}")
-        stage.mkdir()
         try:
+            stage.mkdir()
             meta, files = _stage(folder, stage, repo, mark=True)
             revision = folder_revision(stage)
             _publish_folder(stage, dest, repo)
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise HubError(f"cannot write {dest} in the hub {target}: {exc.strerror or exc}") from None
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise

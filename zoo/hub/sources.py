@@ -46,7 +46,18 @@ def sources(hub: str | None = None) -> list[str]:
         for item in (s.strip() for s in spec.split(",")):
             if not item:
                 continue
-            out.append(item.rstrip("/") if is_url(item) else str(Path(item).expanduser()))
+            if is_url(item):
+                from urllib.parse import urlsplit
+                try:
+                    host = urlsplit(item).hostname
+                    urlsplit(item).port   # raises on a port out of range
+                except ValueError:
+                    host = None
+                if not host:
+                    raise HubError(f"{redact(item)!r} is not a URL a hub can be reached at")
+                out.append(item.rstrip("/"))
+            else:
+                out.append(str(Path(item).expanduser()))
         return out
     out = []
     if project_hub_dir().is_dir():
