@@ -217,6 +217,10 @@ def test_cli_finetune_eval_and_foreign_graph(tmp_path):
     r = run_zoo("eval", str(out), "--dataset", "karate", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     assert 0 <= json.loads(r.stdout)["metrics"]["accuracy"] <= 100
+    png = tmp_path / "g.png"
+    r = run_zoo("predict", str(out), "--dataset", "karate", "--save", str(png), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert png.read_bytes()[:4] == b"\x89PNG" and sum(json.loads(r.stdout)["predicted_counts"]) == 34
     # the checkpoint's own graph from a user's Planetoid folder with other edges: refused in one line
     g = graphs.karate()
     ei = g["edge_index"]
@@ -225,3 +229,20 @@ def test_cli_finetune_eval_and_foreign_graph(tmp_path):
     r = run_zoo("eval", str(out), "--data", str(folder))
     assert r.returncode != 0 and "not the graph this model was trained on" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _checkpoints():
+    import zoo.registry as reg
+    return [(n, t) for n, e in reg.load_registry().models.items() if e.family == "forwardgnn" for t in e.checkpoints]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,tag", _checkpoints())
+def test_checkpoint_metrics_match_the_registry(name, tag):
+    import zoo.registry as reg
+    pinned = reg.load_registry().models[name].checkpoints[tag].metrics
+    r = run_zoo("eval", f"{name}.{tag}", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)["metrics"]
+    assert got["nodes"] == pinned["nodes"]
+    assert got["accuracy"] == pytest.approx(pinned["accuracy"], abs=1e-6)
