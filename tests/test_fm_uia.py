@@ -187,3 +187,16 @@ def test_cli_eval_of_a_challenge_folder_and_bad_input(tmp_path):
     assert json.loads(r.stdout)["kind"] == "segmentation" and out.stat().st_size > 1000
     r = run_zoo("predict", str(run), str(img), "-o", "task_id=fetal_head")
     assert r.returncode != 0 and "task id" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_registry_metrics_are_reproduced():
+    import zoo.registry as reg
+    want = reg.load_registry().models["fm-uia-baseline"].checkpoints["us-synth"].metrics
+    r = run_zoo("eval", "fm-uia-baseline", "--dataset", "us-synth", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    assert set(got) == set(want)
+    for k, v in want.items():
+        if v == v:   # NaN (an undefined AUC) stays NaN
+            assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k
