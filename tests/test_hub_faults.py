@@ -47,11 +47,11 @@ def published(tmp_path_factory):
         os.environ["ZOO_REGISTRY"] = before
 
 
-def zoo(published, home: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+def zoo(published, home: Path, *args: str, **env) -> tuple[subprocess.CompletedProcess, float]:
     full = {k: v for k, v in os.environ.items()
             if k not in ("HF_ENDPOINT", "ZOO_HUB", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "ZOO_HUB_TIMEOUT")}
     full.update(HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", ZOO_REGISTRY=str(published["registry"]),
-                PYTHONPATH=os.pathsep.join([str(TESTS), str(ROOT)]), OMP_NUM_THREADS="1")
+                PYTHONPATH=os.pathsep.join([str(TESTS), str(ROOT)]), OMP_NUM_THREADS="1", **env)
     t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=full,
                           cwd=ROOT, timeout=180)
