@@ -163,10 +163,11 @@ class NodeClassificationTask(Task):
 
 
 def draw_graph(g: dict, pred: torch.Tensor, mask: torch.Tensor, path: Path, title: str = "") -> None:
-    """The graph (spring layout), nodes coloured by predicted class; scored nodes that are wrong get
-    a red ring, so predicted vs true is visible at once."""
+    """The graph (spring layout) twice: nodes coloured by true class, then by predicted class; scored
+    nodes that are wrong get a red ring."""
     import networkx as nx
     import numpy as np
+    from matplotlib.collections import LineCollection
     plt = pyplot()
     n = g["x"].shape[0]
     G = nx.Graph()
@@ -174,17 +175,20 @@ def draw_graph(g: dict, pred: torch.Tensor, mask: torch.Tensor, path: Path, titl
     G.add_edges_from(g["edge_index"].t().tolist())
     pos = nx.spring_layout(G, seed=0, iterations=50 if n < 1000 else 20)
     xy = np.array([pos[i] for i in range(n)])
-    fig, ax = plt.subplots(figsize=(7, 7))
     ei = g["edge_index"].numpy()
-    if ei.shape[1] < 60000:
-        from matplotlib.collections import LineCollection
-        ax.add_collection(LineCollection(np.stack([xy[ei[0]], xy[ei[1]]], 1), colors="0.8", linewidths=0.3, zorder=0))
     size = 30 if n < 500 else 6
-    ax.scatter(xy[:, 0], xy[:, 1], c=pred.numpy(), cmap="tab10", s=size, zorder=1)
     wrong = (mask & (pred != g["y"])).numpy()
-    ax.scatter(xy[wrong, 0], xy[wrong, 1], facecolors="none", edgecolors="red", s=size * 3, linewidths=1, zorder=2,
-               label="wrong (scored split)")
-    ax.set_axis_off()
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title)
-    save_figure(fig, path, dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, colours, name in ((axes[0], g["y"], "true class"), (axes[1], pred, "predicted class")):
+        if ei.shape[1] < 60000:
+            ax.add_collection(LineCollection(np.stack([xy[ei[0]], xy[ei[1]]], 1), colors="0.85", linewidths=0.3,
+                                             zorder=0))
+        c = colours.clamp(min=0).numpy() % 10
+        ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap="tab10", vmin=0, vmax=9, s=size, zorder=1)
+        ax.scatter(xy[wrong, 0], xy[wrong, 1], facecolors="none", edgecolors="red", s=size * 3, linewidths=1,
+                   zorder=2, label="wrong (scored split)")
+        ax.set_axis_off()
+        ax.set_title(name)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    save_figure(fig, path, dpi=100)
