@@ -174,7 +174,9 @@ def fetch(url: str, partial: Path, *, label: str, headers: dict, progress: bool)
                     raise _Retry(last_problem)
                 if status not in (200, 206):
                     raise HubError(f"{where} answered HTTP {status} for {label}")
-                commit = resp.headers.get("x-repo-commit")
+                # the Hub says it on the redirect to its CDN, not on the CDN's answer
+                commit = resp.headers.get("x-repo-commit") or next(
+                    (h.headers["x-repo-commit"] for h in resp.history if "x-repo-commit" in h.headers), None)
                 if status == 206:
                     start = _range_start(resp.headers.get("content-range"))
                     if start != have:       # not the range asked for: keep nothing, ask again
