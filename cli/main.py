@@ -214,12 +214,13 @@ def eval_(name: str,
           imgsz: Optional[int] = typer.Option(None, "--imgsz", help="detection: square input size"),
           max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
           nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
+          labels: Optional[str] = typer.Option(None, "--labels", help="segmentation: the label file of --data"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
     res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device,
                        **_options(option, batch_size=batch_size, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
-                                  nms=nms))
+                                  nms=nms, labels=labels))
     if as_json:
         _print_json(res)
     else:
@@ -240,6 +241,7 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             imgsz: Optional[int] = typer.Option(None, "--imgsz", help="detection: square input size"),
             max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
             nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
+            task_id: Optional[str] = typer.Option(None, "--task-id", help="multi-task: which sub-task's head"),
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
@@ -247,7 +249,7 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
     res = api.predict(name, input, dataset=dataset, data=data, save=None if no_save else (save or AUTO), hub=hub,
                       device=device,
                       **_options(option, steps=steps, max_new_tokens=max_new_tokens, conf=conf, iou=iou,
-                                 imgsz=imgsz, max_det=max_det, nms=nms))
+                                 imgsz=imgsz, max_det=max_det, nms=nms, task_id=task_id))
     if as_json:
         _print_json(res)
         return

@@ -193,3 +193,18 @@ def test_export_and_bench_say_they_are_working_on_stderr(tmp_path):
     json.loads(done.stdout)   # stdout stays machine-readable
     done = run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", "--device", "cpu")
     assert done.returncode == 0 and "benchmarking deeponet.antiderivative" in done.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("finetune", "deeponet", "--dataset", "antiderivative", "--steps", "-5"), "--steps must be"),
+    (("finetune", "deeponet", "--dataset", "antiderivative", "--batch-size", "0"), "--batch-size must be"),
+    (("finetune", "deeponet", "--dataset", "antiderivative", "--lr", "nan"), "--lr must be"),
+    (("finetune", "deeponet", "--dataset", "antiderivative", "--seed", "100000000000000000000"), "--seed must be"),
+    (("eval", "deeponet", "--dataset", "antiderivative", "--batch-size", "-1"), "batch_size"),
+    (("bench", "deeponet", "--repeats", "0"), "repeats"),
+])
+def test_nonsense_numbers_are_one_line_before_any_work(args, needle, tmp_path):
+    done = run_zoo(*args, cwd=tmp_path)
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert done.returncode != 0 and len(errors) == 1 and needle in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()

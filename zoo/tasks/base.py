@@ -37,10 +37,10 @@ class DatasetEntry:
 
 class TaskOptions(Options):
     """Options every task understands."""
-    batch_size: Optional[int] = Field(None, description="evaluation/inference batch size")
+    batch_size: Optional[int] = Field(None, gt=0, description="evaluation/inference batch size")
     data_seed: int = Field(0, description="seed of generated data")
-    size: Optional[int] = Field(None, description="number of samples of generated data (default: the recipe's)")
-    limit: Optional[int] = Field(None, description="read at most this many samples")
+    size: Optional[int] = Field(None, gt=0, description="number of samples of generated data (default: the recipe's)")
+    limit: Optional[int] = Field(None, gt=0, description="read at most this many samples")
 
 
 @runtime_checkable

@@ -16,8 +16,8 @@ from zoo.tasks.base import Reparameterisable
 
 
 class BenchOptions(Options):
-    repeats: int = Field(30, description="timed repetitions (interleaved with --compare)")
-    warmup: int = Field(5, description="untimed repetitions first")
+    repeats: int = Field(30, ge=1, description="timed repetitions (interleaved with --compare)")
+    warmup: int = Field(5, ge=0, description="untimed repetitions first")
 
 
 @contextlib.contextmanager

@@ -50,6 +50,21 @@ def default_pretrained(name: str, dataset: str | None, data: str | None = None) 
                    + "; training from random init (--scratch)")
 
 
+def _check_numbers(*, lr, seed, **counts) -> None:
+    """Counts are positive integers, the learning rate a positive finite number, the seed fits a
+    64-bit generator: anything else is one line before any work."""
+    import math
+
+    from zoo.errors import ConfigError
+    for key, value in counts.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"--{key.replace('_', '-')} must be a whole number of at least 1, not {value}")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"--lr must be a positive finite number, not {lr}")
+    if not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed must be a whole number in [0, 2^63), not {seed}")
+
+
 def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = None, data: str | None = None,
              steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
@@ -71,9 +86,8 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
         task_name = entry.task
     schema = combine(get_task(task_name).Options, FinetuneOptions, name="finetune-options")
     opts = validate(options, schema, f"`zoo finetune` of {task_name} models")
-    if accumulate < 1:
-        from zoo.errors import ConfigError
-        raise ConfigError("--accumulate must be at least 1")
+    _check_numbers(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, accumulate=accumulate,
+                   save_every=save_every, nproc_per_node=nproc_per_node)
     dev = resolve_device(device)   # an unavailable device fails here, before any data work
     notes = []
     if pretrained is None:
