@@ -49,7 +49,11 @@ def test_eval_on_the_users_csv_and_bad_files(tmp_path):
     assert res.returncode != 0 and "not UTF-8" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_predict_text_and_pair():
+def test_predict_text_lines_and_pair(tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("A tender, funny film.\n\nDull and lifeless.\n")
+    out = _json(run_zoo("predict", "p2c-minilm", str(lines), "--json"))
+    assert [r["text"] for r in out["predictions"]] == ["A tender, funny film.", "Dull and lifeless."]
     out = _json(run_zoo("predict", "p2c-minilm", "A tender, funny and quietly devastating film.", "--json"))
     assert out["prediction"] in ("fresh", "rotten") and abs(sum(out["probs"].values()) - 1) < 1e-4
     out = _json(run_zoo("predict", "p2c-minilm", "A masterpiece.", "-o", "pair=It was fine, I guess.", "--json"))
