@@ -107,7 +107,10 @@ def compare_metrics(card: dict, now: dict, record, entry=None, dataset: str | No
         tol = _tolerance(record, metric, value)
         row = {"metric": metric, "card": value, "now": got, "tolerance": tol,
                "paper": _paper(entry, metric, dataset) if entry is not None else None}
-        if got is None or not isinstance(got, (int, float)) or math.isnan(float(got)):
+        if (isinstance(got, (int, float)) and isinstance(value, (int, float)) and math.isnan(float(got))
+                and math.isnan(float(value))):
+            row.update(delta=None, status=PASS, note="undefined on this data, as on the card")
+        elif got is None or not isinstance(got, (int, float)) or math.isnan(float(got)):
             row.update(delta=None, status=FAIL, note="the eval no longer reports it")
         else:
             row["delta"] = float(got) - float(value)
