@@ -157,3 +157,4 @@ def test_list_summary_cache_follows_every_edit_of_the_registry(tmp_path, monkeyp
     path.write_text(src.replace("\n  deeponet:\n    family: deeponet\n", "\n  deeponet-renamed:\n    family: deeponet\n", 1))
     names = catalogue.list_models()
     assert "deeponet-renamed" in names and "deeponet" not in names
+    assert len(list((tmp_path / "cache" / "registry").glob("*.json"))) == 1   # the stale summary is gone

@@ -39,8 +39,9 @@ def _key(path: Path) -> str | None:
         schema = (Path(__file__).resolve().parent / "registry.py").stat()
     except OSError:
         return None
-    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{schema.st_mtime_ns}|{__version__}"
-    return hashlib.sha1(raw.encode()).hexdigest()
+    where = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    raw = f"{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{schema.st_mtime_ns}|{__version__}"
+    return f"{where}-{hashlib.sha1(raw.encode()).hexdigest()[:16]}"
 
 
 def _build() -> dict:
@@ -65,6 +66,9 @@ def summary() -> dict:
         try:
             from zoo._io import atomic_write_text
             atomic_write_text(cached, json.dumps(data))
+            for stale in cached.parent.glob(f"{key.split('-')[0]}-*.json"):   # older versions of this registry
+                if stale != cached:
+                    stale.unlink(missing_ok=True)
         except OSError:
             pass   # a read-only home: answer without caching
     return data
