@@ -193,4 +193,9 @@ def dataset_for(loaded: Loaded, dataset: str | None, data: str | None, split: st
         raise DataError(f"which data? give --dataset (one of: {', '.join(task.datasets)}) or --data PATH")
     if dataset and dataset not in task.datasets:
         raise UnknownNameError(f"dataset for {loaded.task_name} models", dataset, task.datasets)
+    # checked here, once for every verb: a split names a part of the data, and readers build
+    # cache file names from it, so anything else (`../../x`, an absolute path) stops here
+    valid = task.splits_of(None if data else dataset)
+    if not isinstance(split, str) or split not in valid:
+        raise DataError(f"unknown split {split!r} of {dataset or data}; choose from {', '.join(valid)}")
     return task.load_dataset(dataset, split, data, loaded.model, options), dataset

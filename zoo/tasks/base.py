@@ -28,11 +28,17 @@ from zoo.errors import DataError, UnknownNameError
 from zoo.options import Options
 
 
+#: the splits a dataset has unless it declares others (`--split` takes only these)
+DEFAULT_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One named dataset of a task: a one-line description and its loader."""
+    """One named dataset of a task: a one-line description, its loader and the split names it
+    accepts (a split never reaches a file path unless it is one of these)."""
     description: str
     load: Callable[..., Dataset]   # load(split, model, options) -> Dataset
+    splits: tuple[str, ...] = DEFAULT_SPLITS
 
 
 class TaskOptions(Options):
@@ -119,6 +125,13 @@ class Task:
     input_suffixes: tuple[str, ...] = ()
     #: how each metric is defined (shown by `zoo info` and written into model cards)
     metric_definitions: dict[str, str] = {}
+    #: the splits a user's own file (`--data`) can be cut into; "all" is the whole file
+    data_splits: tuple[str, ...] = DEFAULT_SPLITS + ("all",)
+
+    def splits_of(self, dataset: str | None) -> tuple[str, ...]:
+        """The split names `--split` accepts for a named dataset (None: the user's own file)."""
+        entry = self.DATASETS.get(dataset) if dataset else None
+        return tuple(entry.splits) if entry is not None else tuple(self.data_splits)
 
     @property
     def datasets(self) -> dict[str, str]:

@@ -251,6 +251,21 @@ class _Stepper:
         self.sched.step()
         return float(loss.detach())
 
+    def healthy(self, loss: float) -> bool:
+        """Finite loss and finite weights after the step, agreed by every rank (so all stop
+        together). Under fp16 loss scaling an inf loss is the scaler's business, not ours."""
+        import torch
+        ok = math.isfinite(loss) or self.scaler is not None
+        params = [p.detach() for p in self.module.parameters() if p.is_floating_point()]
+        if ok and params:
+            ok = bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        if self.world > 1:
+            import torch.distributed as dist
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            ok = bool(flag.item() > 0)
+        return ok
+
 
 def _run(args: dict) -> dict:
     import torch
@@ -274,20 +289,30 @@ def _run(args: dict) -> dict:
     opt, sched = _optimiser(module, options, plan)
     step, history = 0, []
     if args.get("resume"):
-        st = torch.load(state_path, map_location=device, weights_only=True)
-        module.load_state_dict(st["module"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        torch.set_rng_state(st["rng"].cpu())
-        step, history = int(st["step"]), list(st["history"])
+        st = _read_state(state_path, loaded, rank, world)
+        try:
+            module.load_state_dict(st["module"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            torch.set_rng_state(st["rng"].cpu())
+            step, history = int(st["step"]), list(st["history"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            from zoo.errors import CheckpointError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{state_path} does not fit {loaded.name} with this config "
+                                  f"({first[:200]}); resume with the run's own model and options") from None
         plan.total = max(plan.total, step)
     stepper = _Stepper(module, opt, sched, task, train_set, device, plan, options, world)
 
+    saved = [step if args.get("resume") else None]   # the step of the state on disk
+
     def save_state():
+        saved[0] = step
         if rank == 0:
             atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                               "step": step, "history": history}, state_path)
+                               "step": step, "history": history, "model": loaded.name,
+                               "config": _config_key(loaded.config)}, state_path)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     show = bool(args.get("progress", True)) and rank == 0
@@ -302,6 +327,13 @@ def _run(args: dict) -> dict:
                                start=step * plan.accumulate)
         while step < plan.total:
             last_loss = stepper(micro)
+            if not stepper.healthy(last_loss):
+                # the weights in memory are spoilt; the state on disk is the last good one
+                from zoo.errors import ZooError
+                kept = (f"the last good state (step {saved[0]}) is kept in {state_path}"
+                        if saved[0] is not None else "no training state was saved")
+                raise ZooError(f"training diverged at step {step + 1}: the loss or the weights became "
+                               f"NaN/inf (loss {last_loss}); {kept}; try a smaller --lr or -o grad_clip=1")
             step += 1
             history.append([step, last_loss])
             bar.update(job, completed=step, loss=f"{last_loss:.3g}")
@@ -323,6 +355,46 @@ def _run(args: dict) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _config_key(config) -> str:
+    """The builder config as one comparable string (a resumed run must use the same one)."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _load_state_file(path: Path, loaded) -> tuple[dict | None, str | None]:
+    """(state, None) or (None, why it cannot be resumed): unreadable or truncated, or written by a
+    run of another model or config."""
+    import torch
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # truncated zip, not a torch file, unpickling refused: all one answer
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else type(exc).__name__
+        return None, f"{path} is not a readable training state ({first}); it may be truncated"
+    if not isinstance(st, dict) or not {"module", "optimizer", "scheduler", "rng", "step", "history"} <= set(st):
+        return None, f"{path} is not a zoo training state (fields missing)"
+    if st.get("model") is not None and st["model"] != loaded.name:
+        return None, f"{path} is a run of {st['model']}, not {loaded.name}; resume it with that model"
+    if st.get("config") is not None and st["config"] != _config_key(loaded.config):
+        return None, (f"{path} was trained with another config of {loaded.name}; resume with the run's "
+                      f"own -o config=... (or start a new --out)")
+    return st, None
+
+
+def _read_state(path: Path, loaded, rank: int, world: int) -> dict:
+    """The state to resume from, read once on rank 0 and broadcast, so every rank starts from the
+    same step (a worker reading a file that is being rewritten cannot disagree)."""
+    from zoo.errors import CheckpointError
+    if world == 1:
+        st, why = _load_state_file(path, loaded)
+    else:
+        import torch.distributed as dist
+        box = [_load_state_file(path, loaded) if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        st, why = box[0]
+    if why:
+        raise CheckpointError(why)
+    return st
 
 
 def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict) -> dict:
