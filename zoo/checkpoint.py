@@ -20,7 +20,30 @@ WEIGHTS = "model.safetensors"
 CARD = "README.md"
 
 
+def _config_schema():
+    """The fields of config.json that zoo reads, typed; anything else a tool wrote is kept as is."""
+    from typing import Optional
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class CheckpointConfig(BaseModel):
+        model_config = ConfigDict(extra="allow", protected_namespaces=())
+        model: str = Field(min_length=1)
+        config: dict[str, Any]
+        task: Optional[str] = None
+        tag: Optional[str] = None
+        dataset: Optional[str] = None
+        metrics: Optional[dict[str, Any]] = None
+        train: Optional[dict[str, Any]] = None
+
+    return CheckpointConfig
+
+
 def read_config(folder: str | Path) -> dict:
+    """config.json of a checkpoint folder, checked: UTF-8 JSON, an object, and the fields zoo uses
+    of the right types (one line naming the field otherwise)."""
+    from pydantic import ValidationError
+
     folder = Path(folder)
     path = folder / CONFIG
     if not folder.is_dir():
@@ -28,12 +51,24 @@ def read_config(folder: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a checkpoint folder: {CONFIG} is missing")
     try:
-        cfg = json.loads(path.read_text())
+        cfg = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object, not a {type(cfg).__name__}")
     for key in ("model", "config"):
         if key not in cfg:
             raise CheckpointError(f"{path}: missing field '{key}'")
+    try:
+        _config_schema().model_validate(cfg, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "?"
+        raise CheckpointError(f"{path}: field '{where}': {err['msg']}") from None
     return cfg
 
 

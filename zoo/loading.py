@@ -88,6 +88,12 @@ def build(name: str, entry, cfg: dict):
         model = builder(**cfg)
     except TypeError as exc:
         raise CheckpointError(f"config does not fit the '{name}' builder: {exc}") from None
+    except (ValueError, RuntimeError, ArithmeticError, IndexError, KeyError) as exc:
+        # a value the builder cannot build with (negative sizes, ...): torch's reason, one line
+        if isinstance(exc, ConfigError) or type(exc).__module__.startswith("zoo"):
+            raise
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"config does not fit the '{name}' builder: {why}") from None
     from zoo.tasks import get_task
     protocol = get_task(entry.task).model_protocol
     if not isinstance(model, protocol):

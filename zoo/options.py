@@ -14,7 +14,8 @@ from zoo.errors import ConfigError, _closest
 class Options(BaseModel):
     """Base of every options model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # NaN/inf is no sensible value of any option (a temperature, a tolerance, a threshold)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
 def combine(*schemas: type[BaseModel] | None, name: str = "Options") -> type[Options]:

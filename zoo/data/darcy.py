@@ -95,8 +95,28 @@ def load_generated(split: str, seed: int = 0, size: int | None = None, resolutio
 
 # ---- readers ---------------------------------------------------------------------------------
 
+def _as_real_array(value, name: str, source: str) -> np.ndarray:
+    """A field as float32, refusing what has no real numbers in it (strings, MATLAB cells and
+    structs, complex values that a cast would silently halve)."""
+    try:
+        import torch
+        if isinstance(value, torch.Tensor):
+            if value.is_complex():
+                raise DataError(f"{source}: '{name}' is complex; a Darcy field is real")
+            value = value.detach().cpu().float().numpy()
+    except ImportError:
+        pass
+    arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        raise DataError(f"{source}: '{name}' is complex; a Darcy field is real")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{source}: '{name}' holds {arr.dtype.name} data (text, a cell or a struct), "
+                        f"not numbers")
+    return arr.astype(np.float32)
+
+
 def _check_fields(coeff, sol, source: str) -> dict[str, np.ndarray]:
-    coeff, sol = np.asarray(coeff, np.float32), np.asarray(sol, np.float32)
+    coeff, sol = _as_real_array(coeff, "coeff", source), _as_real_array(sol, "sol", source)
     if coeff.ndim == 4 and coeff.shape[1] == 1:
         coeff = coeff[:, 0]
     if sol.ndim == 4 and sol.shape[1] == 1:
@@ -105,6 +125,8 @@ def _check_fields(coeff, sol, source: str) -> dict[str, np.ndarray]:
         raise DataError(f"{source}: expected coefficients of shape (N, s, s), got {coeff.shape}")
     if sol.shape != coeff.shape:
         raise DataError(f"{source}: solution shape {sol.shape} does not match coefficient shape {coeff.shape}")
+    if coeff.shape[0] == 0:
+        raise DataError(f"{source}: holds 0 samples")
     if coeff.shape[1] < 5:
         raise DataError(f"{source}: grid {coeff.shape[1]}x{coeff.shape[2]} is too coarse")
     if not (np.isfinite(coeff).all() and np.isfinite(sol).all()):
@@ -161,7 +183,12 @@ def read_pt(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable tensor file ({type(exc).__name__})") from None
     if not isinstance(obj, dict) or "x" not in obj or "y" not in obj:
         raise DataError(f"{path}: expected a dict with tensors 'x' and 'y'")
-    d = _check_fields(obj["x"].float().numpy(), obj["y"].float().numpy(), str(path))
+    for key in ("x", "y"):
+        if not isinstance(obj[key], torch.Tensor):
+            raise DataError(f"{path}: '{key}' is a {type(obj[key]).__name__}, not a tensor")
+        if obj[key].is_complex():
+            raise DataError(f"{path}: '{key}' is complex; a Darcy field is real")
+    d = _check_fields(obj["x"], obj["y"], str(path))
     values = np.unique(d["coeff"])
     if not set(values.tolist()) <= {0.0, 1.0}:
         raise DataError(f"{path}: 'x' holds {len(values)} distinct values, not a 0/1 mask; the neuraloperator "

@@ -184,6 +184,13 @@ def load_mnist_5k(root: str | Path | None, split: str) -> tuple[torch.Tensor, to
         raise DataError(f"{path}: not a numeric CSV ({exc})") from None
     if table.ndim != 2 or table.shape[1] != 785:
         raise DataError(f"{path}: expected 785 columns (784 pixels + label), got shape {table.shape}")
+    labels = table[:, 784]
+    bad = ~np.isfinite(labels) | (labels < 0) | (labels > 9) | (labels != np.round(labels))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: row {row + 1} has label {float(labels[row]):g}; labels are the digits 0-9")
+    if not np.isfinite(table[:, :784]).all():
+        raise DataError(f"{path}: pixel values must be numbers, found NaN or inf")
     order = np.random.default_rng(0).permutation(len(table))
     cut = int(len(table) * 0.8)
     rows = table[order[:cut] if split == "train" else order[cut:]]

@@ -124,7 +124,7 @@ class LanguageModelOptions(TaskOptions):
     seq_len: Optional[int] = Field(None, description="window length in characters (default: the model's context)")
     max_new_tokens: int = Field(200, description="predict: number of characters to sample")
     temperature: float = Field(0.8, description="predict: sampling temperature (0 = greedy)")
-    top_k: Optional[int] = Field(None, description="predict: sample among the k most likely characters (0 = all)")
+    top_k: Optional[int] = Field(None, ge=0, description="predict: sample among the k most likely characters (0 = all)")
     seed: int = Field(0, description="predict: seed of the sampler")
     progress: bool = Field(True, description="show the evaluation loop's progress on stderr")
 

@@ -3,7 +3,10 @@ a prompt, or a sample of a dataset — and draw the results."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
+import warnings
 from pathlib import Path
 
 from pydantic import Field
@@ -15,6 +18,40 @@ from zoo.options import Options
 
 AUTO = "auto"   # save=AUTO: pictures go to runs/predict/<name>-N (the CLI's default, as ultralytics does)
 RUNS = Path("runs") / "predict"
+
+
+#: the most pixels an input image may claim (PIL's own hard limit by default): a tiny file whose
+#: header says 30000x30000 would otherwise be decoded into gigabytes
+MAX_PIXELS_ENV = "ZOO_MAX_IMAGE_PIXELS"
+MAX_PIXELS = 178_956_970
+
+
+@contextlib.contextmanager
+def image_pixel_limit():
+    """Refuse, in one line, any image larger than the limit while predicting (every task's reader
+    opens images through PIL, which checks the header before decoding)."""
+    try:
+        from PIL import Image
+    except ImportError:   # a task without images
+        yield
+        return
+    try:
+        limit = int(os.environ.get(MAX_PIXELS_ENV) or MAX_PIXELS)
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_ENV} must be a whole number of pixels") from None
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between the limit and twice it: a warning here is a refusal too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        size = str(exc).split("(")[1].split(")")[0] if "(" in str(exc) else "too many pixels"
+        raise DataError(f"image too large ({size}; the limit is {limit} pixels, set {MAX_PIXELS_ENV} "
+                        f"to raise it): refusing a possible decompression bomb") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 class PredictOptions(Options):
@@ -44,6 +81,12 @@ def input_files(input: str | None, suffixes: tuple[str, ...]) -> list[Path] | No
 def predict(name: str, input: str | None = None, *, dataset: str | None = None, data: str | None = None,
             save: str | Path | None = None, hub: str | None = None, device: str | None = None,
             options: dict | None = None) -> dict:
+    with image_pixel_limit():
+        return _predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device,
+                        options=options)
+
+
+def _predict(name: str, input: str | None, *, dataset, data, save, hub, device, options) -> dict:
     loaded = load(name, dataset=dataset, hub=hub, require_weights=not is_checkpoint_dir(name), device=device)
     opts = options_for(loaded, "predict", options, PredictOptions)
     task = loaded.task
