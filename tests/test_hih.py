@@ -75,3 +75,47 @@ def test_task_evaluates_gallery_probe_and_refuses_a_missing_gallery_identity(tmp
         f.unlink()
     with pytest.raises(DataError, match="no sequence in the gallery"):
         task.evaluate(m, task.read_data(str(root), None, "test", m, {}), {})
+
+
+def test_cli_finetune_resumes(tmp_path):
+    """`zoo finetune hih-casiab --dataset gait-synth ... --resume` continues the step count."""
+    import json
+
+    from tests.conftest import run_zoo
+    out = tmp_path / "run"
+    cfg = json.dumps({"channels": 4, "frame_size": [32, 22], "bins": 8, "num_classes": 16})
+    common = ["hih-casiab", "--dataset", "gait-synth", "--scratch", "--batch-size", "2", "-o", f"config={cfg}",
+              "-o", "frames=4", "-o", "no_eval=true", "--out", str(out)]
+    r = run_zoo("finetune", *common, "--steps", "2")
+    assert r.returncode == 0, r.stderr
+    assert int(torch.load(out / ".train" / "state.pt", weights_only=True)["step"]) == 2
+    r = run_zoo("finetune", *common, "--steps", "3", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert int(torch.load(out / ".train" / "state.pt", weights_only=True)["step"]) == 3
+
+
+def _registry_checkpoints():
+    import zoo.registry as reg
+    return [f"{n}.{t}" for n, e in reg.load_registry().models.items() if e.family == "hih"
+            for t, ck in e.checkpoints.items() if ck.metrics]
+
+
+def test_the_casiab_checkpoint_is_listed():
+    assert "hih-casiab.gait-synth" in _registry_checkpoints()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", _registry_checkpoints())
+def test_registry_metrics_are_reproduced(full):
+    """Re-run `zoo eval NAME.TAG --json` and compare with the metrics pinned in registry.yaml."""
+    import json
+
+    import zoo.registry as reg
+    from tests.conftest import run_zoo
+    name, tag = full.split(".", 1)
+    want = reg.load_registry().models[name].checkpoints[tag].metrics
+    r = run_zoo("eval", full, "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k

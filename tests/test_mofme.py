@@ -121,3 +121,27 @@ def test_cli_bench_compare_and_a_bad_path(tmp_path):
     assert "mofme" in json.dumps(data) and "moe" in json.dumps(data)
     bad = run_zoo("eval", "mofme-n4-k2", "--data", str(tmp_path / "nowhere"))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def _registry_checkpoints():
+    import zoo.registry as reg
+    return [f"{n}.{t}" for n, e in reg.load_registry().models.items() if e.family == "mofme"
+            for t, ck in e.checkpoints.items() if ck.metrics]
+
+
+def test_the_headline_checkpoint_is_listed():
+    assert "mofme-n8-k2.allweather-synth" in _registry_checkpoints()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", _registry_checkpoints())
+def test_registry_metrics_are_reproduced(full):
+    """Re-run `zoo eval NAME.TAG --json` and compare with the metrics pinned in registry.yaml."""
+    import zoo.registry as reg
+    name, tag = full.split(".", 1)
+    want = reg.load_registry().models[name].checkpoints[tag].metrics
+    r = run_zoo("eval", full, "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k

@@ -117,9 +117,11 @@ def retrieval_metrics(dist: torch.Tensor, probe_ids: list, gallery_ids: list) ->
         r1 += float(match[0])
         r5 += float(match[:5].any())
         ap += float(np.mean((np.arange(len(hits)) + 1) / (hits + 1)))
-        inp += len(hits) / (hits[-1] + 1)
+        inp += float(len(hits) / (hits[-1] + 1))
     n = len(probe_ids)
-    return {"rank1": 100 * r1 / n, "rank5": 100 * r5 / n, "map": 100 * ap / n, "minp": 100 * inp / n}
+    # plain floats: numpy scalars would not serialise into the card's YAML
+    return {k: float(v) for k, v in {"rank1": 100 * r1 / n, "rank5": 100 * r5 / n, "map": 100 * ap / n,
+                                     "minp": 100 * inp / n}.items()}
 
 
 class GaitRecognitionTask(Task):
