@@ -242,6 +242,8 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
             nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
             task_id: Optional[str] = typer.Option(None, "--task-id", help="multi-task: which sub-task's head"),
+            pair: Optional[str] = typer.Option(None, "--pair", help="text classification: a second text; prints "
+                                               "each preference head's P(second preferred)"),
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
@@ -249,7 +251,7 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
     res = api.predict(name, input, dataset=dataset, data=data, save=None if no_save else (save or AUTO), hub=hub,
                       device=device,
                       **_options(option, steps=steps, max_new_tokens=max_new_tokens, conf=conf, iou=iou,
-                                 imgsz=imgsz, max_det=max_det, nms=nms, task_id=task_id))
+                                 imgsz=imgsz, max_det=max_det, nms=nms, task_id=task_id, pair=pair))
     if as_json:
         _print_json(res)
         return
@@ -262,6 +264,8 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_cell(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
         return "[" + ", ".join(_cell(x) for x in v) + "]"
     return str(v)
@@ -274,12 +278,15 @@ def _print_prediction(res: dict) -> None:
     saved = res.pop("saved", None)
     lists = {k: v for k, v in res.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
     for k, v in res.items():
-        if k not in lists:
+        if isinstance(v, dict):
+            for sub, x in v.items():
+                out.print(f"{k}.{sub}: {_cell(x)}", highlight=False, soft_wrap=True)
+        elif k not in lists:
             out.print(f"{k}: {_cell(v)}", highlight=False, soft_wrap=True)
     for k, rows in lists.items():
         _heading(f"{k} ({len(rows)})")
         cols = list(dict.fromkeys(c for r in rows for c in r))
-        t = _table(*cols)
+        t = _table(*cols, wrap=tuple(cols))   # long texts fold onto more lines, never cut
         for r in rows:
             t.add_row(*(_cell(r.get(c, "")) for c in cols))
         out.print(t)
