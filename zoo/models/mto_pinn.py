@@ -45,7 +45,11 @@ class MTOPINN(nn.Module):
         return self.heads[0](self.trunk.features(periodic_embedding(x, t))).squeeze(-1)
 
     def check_problem(self, problem) -> None:
-        """Every problem of the pinn task has an Eulerian residual: nothing to refuse."""
+        """The auxiliary task relaxes the viscosity nu: a problem without one cannot be trained here."""
+        if "nu" not in problem.params:
+            from zoo.errors import DataError
+            raise DataError(f"mto-pinn's auxiliary task relaxes the viscosity nu; {problem.name} has none "
+                            f"(use burgers, convection-diffusion or lwr)")
 
     def _relaxed_problem(self, problem):
         key = id(problem)
