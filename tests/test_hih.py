@@ -39,6 +39,10 @@ def test_retrieval_metrics_and_triplet_loss():
     assert m["rank1"] == 50.0 and m["rank5"] == 100.0
     assert m["map"] == pytest.approx(100 * (1.0 + 1 / 3) / 2)
     assert m["minp"] == pytest.approx(100 * (2 / 2 + 1 / 3) / 2)
+    # plain floats: a numpy scalar broke the model card's YAML at the end of `zoo finetune`
+    assert all(type(v) is float for v in m.values())
+    import yaml
+    assert yaml.safe_load(yaml.safe_dump(m)) == m
     with pytest.raises(DataError, match="no sequence in the gallery"):
         retrieval_metrics(dist, ["z"], ["a", "a", "b"])
     emb = torch.tensor([[[0.0]], [[0.1]], [[5.0]], [[5.1]]])
