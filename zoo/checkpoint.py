@@ -77,7 +77,14 @@ def out_folder_problem(folder: str | Path, model: str | None) -> str | None:
     folder is absent or empty (hidden entries aside), or already holds a checkpoint of `model`
     (a run being resumed or redone). A folder of the user's own files is never written into."""
     folder = Path(folder)
+    try:   # the name goes into config.json and the model card, which are UTF-8 text
+        os.fsencode(str(folder)).decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not a valid UTF-8 path"
     if not os.path.lexists(folder):
+        for parent in folder.absolute().parents:
+            if os.path.lexists(parent):
+                return None if parent.is_dir() else f"is under {parent}, which is a file"
         return None
     if not folder.is_dir():
         return "is not a folder"

@@ -32,10 +32,6 @@ from zoo.errors import CheckpointError, ConfigError
 def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dict[str, Any]:
     """Every tensor in an official checkpoint file, keyed by dotted path
     (e.g. `model.0.conv.weight`, `ema.model.0.conv.weight`, `state_dict.fc.bias`)."""
-    import torch
-
-    from zoo.converters.safe_pickle import UnsafePickleError, pickle_module, tensors_in
-
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; --from takes the official checkpoint file")
@@ -47,7 +43,26 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
             return dict(load_file(str(path)))
         except Exception as exc:  # noqa: BLE001 - safetensors has several error types
             raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    from zoo.converters.safe_pickle import ALLOC_FACTOR, ALLOC_SLACK
+    max_bytes = ALLOC_SLACK + ALLOC_FACTOR * path.stat().st_size
     try:
+        return _read_pickled(path, official_modules, max_bytes)
+    except RecursionError:
+        raise CheckpointError(f"{path}: nested too deeply to be a checkpoint") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: asks for more memory than there is; not a checkpoint") from None
+
+
+def _read_pickled(path: Path, official_modules: Iterable[str], max_bytes: int) -> dict[str, Any]:
+    import torch
+
+    from zoo.converters.safe_pickle import UnsafePickleError, pickle_module, tensors_in
+
+    try:
+        if not zipfile.is_zipfile(path):
+            # a legacy or plain pickle: torch's own weights-only reader would build whatever
+            # sizes it names (bytearray(10**9) from 30 bytes), so ours, with its budget, reads it
+            raise pickle.UnpicklingError("not a zip checkpoint")
         with warnings.catch_warnings():  # torch warns about pickle protocols it did not write
             warnings.simplefilter("ignore")
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -55,14 +70,18 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
         # weights_only refuses any class outside torch's allow-list: read it with stand-ins
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False,
-                             pickle_module=pickle_module(official_modules))
+                             pickle_module=pickle_module(official_modules, max_bytes))
         except UnsafePickleError as err:
             raise UnsafePickleError(f"{path.name}: {err}") from None
         except RuntimeError as exc:
             if "magic number" not in str(exc) or zipfile.is_zipfile(path):
                 raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-            obj = _plain_pickle(path, official_modules)  # pickled with `pickle`, not torch.save
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            obj = _plain_pickle(path, official_modules, max_bytes)  # pickled with `pickle`, not torch.save
+        except CheckpointError as err:
+            raise CheckpointError(f"{path.name}: {err}") from None
+        except (RecursionError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crafted pickle fails in torch's loader in many ways
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
@@ -72,14 +91,18 @@ def read_official(path: str | Path, official_modules: Iterable[str] = ()) -> dic
     return tensors
 
 
-def _plain_pickle(path: Path, official_modules: Iterable[str]):
+def _plain_pickle(path: Path, official_modules: Iterable[str], max_bytes: int | None = None):
     from zoo.converters.safe_pickle import UnsafePickleError, pickle_module
 
     try:
         with open(path, "rb") as f:
-            return pickle_module(official_modules).load(f)
+            return pickle_module(official_modules, max_bytes).load(f)
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{path.name}: {err}") from None
+    except CheckpointError as err:
+        raise CheckpointError(f"{path.name}: {err}") from None
+    except RecursionError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any other failure: not a checkpoint we can read
         raise CheckpointError(f"{path}: not a readable pickle ({_first_line(exc)})") from None
 

@@ -118,19 +118,90 @@ def _matches(module: str, prefixes: Iterable[str]) -> bool:
     return False
 
 
-def make_unpickler(official_modules: Iterable[str] = ()) -> type[pickle.Unpickler]:
+#: what a loader may allocate for a file of n bytes: a real checkpoint's tensors come out of the
+#: file itself, so far more than the file's size is the mark of a crafted one
+ALLOC_SLACK = 64 * 2**20
+ALLOC_FACTOR = 4
+
+
+class _Budget:
+    """Bytes a load may still allocate (byte arrays built by REDUCE, storages the pickle declares)."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.left = limit, limit
+
+    def take(self, n: int, what: str) -> None:
+        if self.left is None:
+            return
+        if not isinstance(n, int) or n < 0 or n > self.left:
+            raise CheckpointError(f"refusing to allocate {n!r} bytes for {what}: more than the file "
+                                  f"could hold (limit {self.limit} bytes for this file)")
+        self.left -= n
+
+
+def _guarded(fn, name: str, budget: _Budget):
+    """An allow-listed callable whose failures (bad arguments a crafted pickle passes: unhashable
+    items, a non-storage, absurd sizes) are one CheckpointError, never a traceback inside torch."""
+    def call(*args, **kwargs):
+        if fn is bytearray and args and isinstance(args[0], int):
+            budget.take(args[0], "bytearray")
+        try:
+            return fn(*args, **kwargs)
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, RuntimeError, AttributeError, IndexError, KeyError,
+                OverflowError, MemoryError) as exc:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise CheckpointError(f"the pickle calls {name} with arguments it cannot take ({why})") from None
+    call.__name__ = getattr(fn, "__name__", name)
+    return call
+
+
+def _storage_bytes(pid) -> int | None:
+    """The bytes a persistent-id record asks torch to allocate, when it says (zip and legacy)."""
+    if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+        size = pid[4]
+        dtype = getattr(pid[1], "dtype", None)
+        itemsize = getattr(dtype, "itemsize", 1) if dtype is not None else 1
+        return size * itemsize if isinstance(size, int) else size
+    return None
+
+
+_BASE_PERSISTENT_LOAD = pickle.Unpickler.__dict__["persistent_load"]
+
+
+def make_unpickler(official_modules: Iterable[str] = (), max_bytes: int | None = None) -> type[pickle.Unpickler]:
     """An Unpickler class that maps `official_modules` (module path prefixes such as
-    "models", "ultralytics") to stand-ins and refuses every other non-allow-listed global."""
-    allowed = _safe_globals()
+    "models", "ultralytics") to stand-ins and refuses every other non-allow-listed global.
+    `max_bytes` caps what one load may allocate (see ALLOC_FACTOR)."""
+    budget = _Budget(max_bytes)
+    # callables are wrapped (dtypes are plain values and stay as they are)
+    allowed = {k: _guarded(v, f"{k[0]}.{k[1]}", budget) if callable(v) else v
+               for k, v in _safe_globals().items()}
     prefixes = tuple(official_modules) + _ALWAYS_STANDIN
     standins: dict[tuple[str, str], type] = {}
 
     def _load_from_bytes(data: bytes):
         import torch
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False,
-                          pickle_module=pickle_module(official_modules))
+                          pickle_module=pickle_module(official_modules, budget.left))
 
     class RestrictedUnpickler(pickle.Unpickler):
+        # torch installs its storage loader as `persistent_load`; each storage it is asked to
+        # create is charged to the budget first (a legacy file declares sizes it never holds)
+        @property
+        def persistent_load(self):
+            return _BASE_PERSISTENT_LOAD.__get__(self)
+
+        @persistent_load.setter
+        def persistent_load(self, fn):
+            def checked(pid):
+                n = _storage_bytes(pid)
+                if n is not None:
+                    budget.take(n, "a tensor storage")
+                return fn(pid)
+            _BASE_PERSISTENT_LOAD.__set__(self, checked)   # the C unpickler keeps its own slot
+
         def find_class(self, module, name):
             # protocol 0-2 pickles name Python 2 modules (`__builtin__.set`): translate first,
             # which the base class would do inside the find_class we replace
@@ -154,10 +225,10 @@ def make_unpickler(official_modules: Iterable[str] = ()) -> type[pickle.Unpickle
     return RestrictedUnpickler
 
 
-def pickle_module(official_modules: Iterable[str] = ()) -> types.SimpleNamespace:
+def pickle_module(official_modules: Iterable[str] = (), max_bytes: int | None = None) -> types.SimpleNamespace:
     """A stand-in for the `pickle` module, for `torch.load(..., pickle_module=...)`: torch then
     keeps doing the storage bookkeeping while every global goes through our `find_class`."""
-    unpickler = make_unpickler(official_modules)
+    unpickler = make_unpickler(official_modules, max_bytes)
 
     def load(file, **kwargs):
         return unpickler(file, **kwargs).load()

@@ -58,6 +58,36 @@ class PredictOptions(Options):
     split: str = Field("test", description="split of --dataset/--data to draw the sample from")
 
 
+#: what a picture can be saved as (matplotlib's and PIL's common formats)
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".webp", ".tif", ".tiff")
+
+
+def _writable_parent(path: Path) -> None:
+    """One line when a folder on the way to `path` is a file (mkdir would fail deep inside)."""
+    for parent in [path, *path.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise DataError(f"{path}: cannot write there, {parent} is a file, not a folder")
+            return
+
+
+def picture_path(save: Path, name: str) -> Path:
+    """Where one picture goes for `--save SAVE`: SAVE itself when it names a picture file, else
+    the folder SAVE (existing, or a name without a suffix) with the picture `name` inside."""
+    try:
+        os.fsencode(str(save)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"--save {str(save)!r}: the path is not valid UTF-8; choose a plain name") from None
+    if save.is_dir() or not save.suffix:
+        _writable_parent(save / name)
+        return save / name
+    if save.suffix.lower() not in PICTURE_SUFFIXES:
+        raise DataError(f"--save {save}: unknown picture type '{save.suffix}'; use one of "
+                        f"{', '.join(s.lstrip('.') for s in PICTURE_SUFFIXES)}")
+    _writable_parent(save)
+    return save
+
+
 def input_files(input: str | None, suffixes: tuple[str, ...]) -> list[Path] | None:
     """The files an INPUT names when it is a folder or a glob of files the task reads (sorted);
     None when it is a single file or not a path at all (a prompt)."""
@@ -99,9 +129,12 @@ def _predict(name: str, input: str | None, *, dataset, data, save, hub, device, 
         ds, _ = dataset_for(loaded, dataset, data, opts.pop("split", "test"), opts)
     if save == AUTO and not task.input_suffixes:
         save = None   # auto-saving is for tasks that read files (pictures of images); ask --save otherwise
+    picture_name = f"{Path(input).stem if input and task.input_suffixes else stem}.png"
     if save == AUTO:
         # one picture: the auto folder holds it under the input's (or the model's) name
-        save = next_numbered_dir(RUNS, stem) / f"{Path(input).stem if input and task.input_suffixes else stem}.png"
+        save = next_numbered_dir(RUNS, stem) / picture_name
+    elif save:
+        save = picture_path(Path(save), picture_name)
     out = task.predict(loaded.model, input, ds, Path(save) if save else None, opts)
     return {"model": loaded.full_name, **out, **({"saved": str(save)} if save else {})}
 
@@ -116,6 +149,7 @@ def _predict_many(loaded, files: list[Path], save, stem: str, opts: dict) -> dic
         folder = Path(save)
         if folder.suffix:
             raise DataError(f"{save}: several inputs need a folder for their pictures, not a file name")
+        _writable_parent(folder / "x.png")
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = None
