@@ -145,3 +145,14 @@ def test_registry_metrics_are_reproduced(full):
     got = json.loads(r.stdout)["metrics"]
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k
+
+
+@pytest.mark.slow
+def test_cli_bench_compares_the_two_trained_checkpoints_like_for_like():
+    """With both checkpoints published, bare names resolve to them: same small config, so the
+    parameter ratio is the MoFME saving at that config (1.79M vs 3.03M), not 1.8M vs the 25.3M default."""
+    r = run_zoo("bench", "mofme-n8-k2", "--compare", "moe-n8-k2", "-o", "repeats=2", "-o", "warmup=1", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)["results"]
+    assert [x["model"] for x in res] == ["mofme-n8-k2.allweather-synth", "moe-n8-k2.allweather-synth"]
+    assert res[0]["params"] == 1785811 and res[1]["params"] == 3034835
