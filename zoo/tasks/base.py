@@ -95,6 +95,13 @@ def device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def seeded_images(model: nn.Module, batch: int, channels: int, size: int) -> torch.Tensor:
+    """(batch, channels, size, size) values in [0, 1], the same on every call, on the model's device:
+    the example input of image tasks (export parity and bench compare like with like)."""
+    images = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
+    return images.to(device_of(model))
+
+
 def to_device(obj: Any, device: torch.device | str) -> Any:
     """Move every tensor in a (nested) batch to `device`; no copy when it is already there."""
     if isinstance(obj, torch.Tensor):

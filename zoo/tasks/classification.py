@@ -24,7 +24,7 @@ from zoo._io import pyplot, save_figure
 from zoo.data import image_classification as icd
 from zoo.errors import DataError
 from zoo.layers.local_learning import LocalLearningOptions, training_method
-from zoo.tasks.base import IMAGE_SUFFIXES, DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import DatasetEntry, IMAGE_SUFFIXES, Task, TaskOptions, device_of, seeded_images, to_device
 
 
 @runtime_checkable
@@ -234,8 +234,7 @@ class ClassificationTask(Task):
         c, s, _ = _expects(model)
         s = int(options.get("imgsz") or s)
         b = int(options.get("batch_size") or 1)
-        images = torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(0))
-        return (images.to(device_of(model)),)
+        return (seeded_images(model, b, c, s),)
 
 
 # ---- images and pictures ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch import nn
 from zoo._io import pyplot, save_figure
 from zoo.data import allweather as aw
 from zoo.errors import DataError
-from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, seeded_images, to_device
 
 
 @runtime_checkable
@@ -210,7 +210,7 @@ class RestorationTask(Task):
 
     def example_input(self, model, options):
         b, s = int(options.get("batch_size") or 1), int(model.tile_size)
-        return (torch.rand(b, int(model.in_chans), s, s, generator=torch.Generator().manual_seed(0)).to(device_of(model)),)
+        return (seeded_images(model, b, int(model.in_chans), s),)
 
     @torch.no_grad()
     def evaluate(self, model, dataset, options):

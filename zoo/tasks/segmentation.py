@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from zoo._io import pyplot, save_figure
 from zoo.data import prostate
 from zoo.errors import DataError
-from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, seeded_images, to_device
 
 
 @runtime_checkable
@@ -122,7 +122,7 @@ class SegmentationTask(Task):
     def example_input(self, model, options):
         b = int(options.get("batch_size") or 1)
         s = int(model.img_size)
-        return (torch.rand(b, int(model.in_chans), s, s, generator=torch.Generator().manual_seed(0)).to(device_of(model)),)
+        return (seeded_images(model, b, int(model.in_chans), s),)
 
     # ---- inference --------------------------------------------------------------------
     @torch.no_grad()
