@@ -16,6 +16,7 @@ from zoo.checkpoint import fit_state_dict, load_weights, save_checkpoint
 from zoo.errors import CheckpointError
 from zoo.loading import build, load
 from zoo.tasks.base import to_device
+from zoo.verbs.export import flatten_outputs
 
 READY = [n for n, e in reg.load_registry().models.items() if e.status == "ready"]
 
@@ -25,16 +26,6 @@ def _small(name: str):
     fam = reg.load_registry().families.get(entry.family)
     overrides = dict(fam.test_config) if fam else {}
     return load(name, pretrained=False, overrides=overrides or None, device="cpu")
-
-
-def _outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _outputs(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _outputs(v)]
-    return []
 
 
 @pytest.mark.parametrize("name", READY)
@@ -50,7 +41,7 @@ def test_every_ready_model_fulfils_its_task_contract(name, tmp_path):
     small = {"batch_size": 2, **({"imgsz": 128} if task.name == "detection" else {})}
     args = tuple(task.example_input(model, small))
     with torch.inference_mode():
-        ref = _outputs(model(*args))
+        ref = flatten_outputs(model(*args))
     assert ref and all(torch.isfinite(t).all() for t in ref if t.is_floating_point())
 
     # one training step on the task's example batch
@@ -66,14 +57,14 @@ def test_every_ready_model_fulfils_its_task_contract(name, tmp_path):
     # safetensors round trip through a checkpoint folder gives the same outputs
     model.eval()
     with torch.inference_mode():
-        ref = _outputs(model(*args))   # the step moved normalisation statistics
+        ref = flatten_outputs(model(*args))   # the step moved normalisation statistics
     folder = save_checkpoint(tmp_path / "ck", model, {"model": name, "task": loaded.task_name,
                                                       "config": loaded.config}, card=False)
     fresh = build(name, reg.load_registry().models[name], loaded.config)
     load_weights(fresh, folder)
     fresh.eval()
     with torch.inference_mode():
-        again = _outputs(fresh(*args))
+        again = flatten_outputs(fresh(*args))
     assert len(again) == len(ref) and all(torch.equal(a, b) for a, b in zip(again, ref))
 
     # a state dict that does not fit is refused with a clear error

@@ -26,14 +26,15 @@ def one_line(text: str) -> str:
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2", "safetensors": ".safetensors"}
 
 
-def _flatten(out):
+def flatten_outputs(out) -> list:
+    """Every tensor in a model's output (tensor, dict, list or tuple, nested), in order."""
     import torch
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
-        return [t for v in out.values() for t in _flatten(v)]
+        return [t for v in out.values() for t in flatten_outputs(v)]
     if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _flatten(v)]
+        return [t for v in out for t in flatten_outputs(v)]
     return []
 
 
@@ -90,7 +91,7 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
     if isinstance(model, HasDeployView):  # a deploy view (e.g. one head) when the model has one
         model = model.export_model()
     with torch.inference_mode():
-        ref = _flatten(model(*args))
+        ref = flatten_outputs(model(*args))
     path = Path(out) if out else Path("exports") / f"{loaded.full_name}{FORMATS[format]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
@@ -162,7 +163,7 @@ def _torchscript(model, args, path, loaded, notes, base=None):
     torch.jit.save(traced, str(path))
     back = torch.jit.load(str(path))
     with torch.inference_mode():
-        return _flatten(back(*args))
+        return flatten_outputs(back(*args))
 
 
 def _pt2(model, args, path, loaded, notes, base=None):
@@ -175,7 +176,7 @@ def _pt2(model, args, path, loaded, notes, base=None):
     torch.export.save(prog, str(path))
     back = torch.export.load(str(path)).module()
     with torch.inference_mode():
-        return _flatten(back(*args))
+        return flatten_outputs(back(*args))
 
 
 def _safetensors(model, args, path, loaded, notes, base=None):
@@ -200,7 +201,7 @@ def _safetensors(model, args, path, loaded, notes, base=None):
     if model is not base and isinstance(fresh, HasDeployView):
         fresh = fresh.export_model()
     with torch.inference_mode():
-        return _flatten(fresh(*args))
+        return flatten_outputs(fresh(*args))
 
 
 _EXPORTERS = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}
