@@ -26,6 +26,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def registry_file() -> Path | None:
+    """registry.yaml: $ZOO_REGISTRY, else inside the package (the wheel carries zoo/registry.yaml),
+    else at the repository root (a source checkout); None when there is none."""
+    if os.environ.get("ZOO_REGISTRY"):
+        return Path(os.environ["ZOO_REGISTRY"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "registry.yaml", here.parent / "registry.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def temp_path(path: str | Path) -> Path:
     """A hidden sibling of `path` unique to this process: renaming it over `path` is atomic."""
     path = Path(path)

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from zoo._io import registry_file
 from zoo._version import __version__
 from zoo.errors import UnknownNameError
 
@@ -21,16 +22,6 @@ def _cache_dir() -> Path:
     base = os.environ.get("ZOO_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "zoo")
     return Path(base) / "registry"
-
-
-def _registry_path() -> Path:
-    if os.environ.get("ZOO_REGISTRY"):
-        return Path(os.environ["ZOO_REGISTRY"])
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "registry.yaml", here.parent / "registry.yaml"):
-        if candidate.is_file():
-            return candidate
-    return here / "registry.yaml"   # missing: the full load below says so in one line
 
 
 def _key(path: Path) -> str | None:
@@ -53,8 +44,8 @@ def _build() -> dict:
 
 def summary() -> dict:
     """name -> {family, task, status, checkpoints, paper, arxiv}, in registry order."""
-    path = _registry_path()
-    key = _key(path)
+    path = registry_file()
+    key = _key(path) if path is not None else None   # missing: the full load below says so in one line
     cached = _cache_dir() / f"{key}.json" if key else None
     if cached is not None and cached.is_file():
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -152,13 +151,11 @@ class Registry(_Strict):
 
 def registry_path() -> Path:
     """The wheel carries zoo/registry.yaml; a source checkout keeps it at the repository root."""
-    if os.environ.get("ZOO_REGISTRY"):
-        return Path(os.environ["ZOO_REGISTRY"])
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "registry.yaml", here.parent / "registry.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("registry.yaml not found next to the zoo package")
+    from zoo._io import registry_file
+    path = registry_file()
+    if path is None:
+        raise ConfigError("registry.yaml not found next to the zoo package")
+    return path
 
 
 def _one_line(err: ValidationError, raw: dict) -> str:
