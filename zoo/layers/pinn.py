@@ -58,3 +58,16 @@ def eulerian_terms(net, problem, batch: dict, problem_override=None):
 def mean_sq(v: torch.Tensor) -> torch.Tensor:
     """Mean square; zero (with a graph) for an empty selection."""
     return (v * v).mean() if v.numel() else v.sum()
+
+
+def example_points(batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded points (x in [0, 2 pi), t in [0, 1)): every PINN's example input for export and bench."""
+    g = torch.Generator().manual_seed(0)
+    return 2 * torch.pi * torch.rand(batch, generator=g), torch.rand(batch, generator=g)
+
+
+@torch.no_grad()
+def eulerian_field(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """u on the (M, N) grid of t x x: an Eulerian network is evaluated on the grid directly."""
+    tt, xx = torch.meshgrid(t, x, indexing="ij")
+    return net(xx.reshape(-1), tt.reshape(-1)).reshape(len(t), len(x))

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from zoo.errors import DataError
-from zoo.layers.pinn import grad, norm, periodic_embedding
+from zoo.layers.pinn import example_points, grad, norm, periodic_embedding
 
 W_X, W_U, W_IC = 10.0, 1.0, 1000.0   # the released code's loss weights
 
@@ -105,8 +105,7 @@ class LagrangianPINN(nn.Module):
         return torch.as_tensor(out, dtype=torch.float32, device=dev), torch.as_tensor(xl, dtype=torch.float32, device=dev)
 
     def example_input(self, batch: int = 8):
-        g = torch.Generator().manual_seed(0)
-        return (2 * torch.pi * torch.rand(batch, generator=g), torch.rand(batch, generator=g))
+        return example_points(batch)
 
 
 def lagrangian_pinn(**config) -> LagrangianPINN:

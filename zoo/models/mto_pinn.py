@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.layers.pinn import TanhMLP, eulerian_terms, mean_sq, periodic_embedding
+from zoo.layers.pinn import (TanhMLP, eulerian_field, eulerian_terms, example_points, mean_sq,
+                             periodic_embedding)
 
 
 class MTOPINN(nn.Module):
@@ -79,14 +80,12 @@ class MTOPINN(nn.Module):
             logs[f"aux{k}"], logs[f"w{k}"] = float(a.detach()), float(w)
         return loss, logs
 
-    @torch.no_grad()
     def field(self, problem, x: torch.Tensor, t: torch.Tensor):
-        tt, xx = torch.meshgrid(t, x, indexing="ij")
-        return self(xx.reshape(-1), tt.reshape(-1)).reshape(len(t), len(x)), None
+        """(u on the (M, N) grid, None): no characteristic curves."""
+        return eulerian_field(self, x, t), None
 
     def example_input(self, batch: int = 8):
-        g = torch.Generator().manual_seed(0)
-        return (2 * torch.pi * torch.rand(batch, generator=g), torch.rand(batch, generator=g))
+        return example_points(batch)
 
 
 def mto_pinn(**config) -> MTOPINN:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.layers.pinn import TanhMLP, eulerian_terms, mean_sq, periodic_embedding
+from zoo.layers.pinn import (TanhMLP, eulerian_field, eulerian_terms, example_points, mean_sq,
+                             periodic_embedding)
 
 
 class PINN(nn.Module):
@@ -39,15 +40,12 @@ class PINN(nn.Module):
         loss = l_r + l_ic + l_obs
         return loss, {"residual": float(l_r.detach()), "ic": float(l_ic.detach()), "obs": float(l_obs.detach())}
 
-    @torch.no_grad()
     def field(self, problem, x: torch.Tensor, t: torch.Tensor):
-        """(u on the (M, N) grid, None): Eulerian networks are evaluated on the grid directly."""
-        tt, xx = torch.meshgrid(t, x, indexing="ij")
-        return self(xx.reshape(-1), tt.reshape(-1)).reshape(len(t), len(x)), None
+        """(u on the (M, N) grid, None): no characteristic curves."""
+        return eulerian_field(self, x, t), None
 
     def example_input(self, batch: int = 8):
-        g = torch.Generator().manual_seed(0)
-        return (2 * torch.pi * torch.rand(batch, generator=g), torch.rand(batch, generator=g))
+        return example_points(batch)
 
 
 def pinn(**config) -> PINN:
