@@ -22,3 +22,24 @@ def run_zoo(*args, env=None, timeout=600, cwd=None):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd or ROOT)
+
+
+def registry_checkpoints(family: str) -> list[str]:
+    """`name.tag` of every checkpoint of `family` whose registry entry pins metrics."""
+    import zoo.registry as reg
+    return [f"{n}.{t}" for n, e in reg.load_registry().models.items() if e.family == family
+            for t, ck in e.checkpoints.items() if ck.metrics]
+
+
+def assert_eval_reproduces_registry(full: str, rel: float = 1e-4, abs_: float = 1e-4) -> None:
+    """Re-run `zoo eval NAME.TAG --json` as a user would and compare with the registry's metrics."""
+    import json
+
+    import zoo.registry as reg
+    name, tag = full.split(".", 1)
+    want = reg.load_registry().models[name].checkpoints[tag].metrics
+    r = run_zoo("eval", full, "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["metrics"]
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=rel, abs=abs_), k

@@ -11,6 +11,7 @@ import torch
 
 from zoo.data import gait as gd
 from zoo.errors import DataError
+from tests.conftest import assert_eval_reproduces_registry, registry_checkpoints
 from zoo.models.hih import hih
 from zoo.tasks.gait_recognition import GaitRecognitionTask, retrieval_metrics, triplet_loss
 
@@ -99,9 +100,7 @@ def test_cli_finetune_resumes(tmp_path):
 
 
 def _registry_checkpoints():
-    import zoo.registry as reg
-    return [f"{n}.{t}" for n, e in reg.load_registry().models.items() if e.family == "hih"
-            for t, ck in e.checkpoints.items() if ck.metrics]
+    return registry_checkpoints("hih")
 
 
 def test_the_casiab_checkpoint_is_listed():
@@ -112,14 +111,4 @@ def test_the_casiab_checkpoint_is_listed():
 @pytest.mark.parametrize("full", _registry_checkpoints())
 def test_registry_metrics_are_reproduced(full):
     """Re-run `zoo eval NAME.TAG --json` and compare with the metrics pinned in registry.yaml."""
-    import json
-
-    import zoo.registry as reg
-    from tests.conftest import run_zoo
-    name, tag = full.split(".", 1)
-    want = reg.load_registry().models[name].checkpoints[tag].metrics
-    r = run_zoo("eval", full, "--json")
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)["metrics"]
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k
+    assert_eval_reproduces_registry(full)

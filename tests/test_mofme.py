@@ -13,7 +13,7 @@ from zoo.data import allweather as aw
 from zoo.errors import DataError
 from zoo.models.mofme import Router, moe, mofme, vit
 from zoo.tasks.restoration import RestorationTask, restore
-from tests.conftest import run_zoo
+from tests.conftest import assert_eval_reproduces_registry, registry_checkpoints, run_zoo
 
 SMALL = dict(img_size=32, embed_dim=32, heads=2, dim_head=16, head_channels=8)
 
@@ -124,9 +124,7 @@ def test_cli_bench_compare_and_a_bad_path(tmp_path):
 
 
 def _registry_checkpoints():
-    import zoo.registry as reg
-    return [f"{n}.{t}" for n, e in reg.load_registry().models.items() if e.family == "mofme"
-            for t, ck in e.checkpoints.items() if ck.metrics]
+    return registry_checkpoints("mofme")
 
 
 def test_the_headline_checkpoint_is_listed():
@@ -137,14 +135,7 @@ def test_the_headline_checkpoint_is_listed():
 @pytest.mark.parametrize("full", _registry_checkpoints())
 def test_registry_metrics_are_reproduced(full):
     """Re-run `zoo eval NAME.TAG --json` and compare with the metrics pinned in registry.yaml."""
-    import zoo.registry as reg
-    name, tag = full.split(".", 1)
-    want = reg.load_registry().models[name].checkpoints[tag].metrics
-    r = run_zoo("eval", full, "--json")
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)["metrics"]
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v, rel=1e-4, abs=1e-4), k
+    assert_eval_reproduces_registry(full)
 
 
 @pytest.mark.slow
