@@ -52,6 +52,9 @@ class MTOPINN(nn.Module):
             raise DataError(f"mto-pinn's auxiliary task relaxes the viscosity nu; {problem.name} has none "
                             f"(use burgers, convection-diffusion or lwr)")
 
+    def use_problem(self, problem) -> None:
+        """No problem-dependent state beyond problem_state (written by the task)."""
+
     def _relaxed_problem(self, problem):
         key = id(problem)
         if key not in self._relaxed:

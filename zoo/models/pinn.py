@@ -34,6 +34,9 @@ class PINN(nn.Module):
     def check_problem(self, problem) -> None:
         """Every problem of the pinn task has an Eulerian residual: nothing to refuse."""
 
+    def use_problem(self, problem) -> None:
+        """No problem-dependent state beyond problem_state (written by the task)."""
+
     def pinn_loss(self, problem, batch: dict):
         res, ic, obs = eulerian_terms(self, problem, batch)
         l_r, l_ic, l_obs = mean_sq(res), mean_sq(ic), mean_sq(obs)

@@ -36,6 +36,7 @@ class PinnModel(Protocol):
     - `pinn_loss(problem, batch)` -> (loss, logs): its physics + initial + observation terms;
     - `field(problem, x, t)` -> (u on the Eulerian (M, N) grid, characteristic positions (M, N) or None);
     - `check_problem(problem)`: raise DataError for a problem it cannot solve;
+    - `use_problem(problem)`: fit problem-dependent state before training (a scale; may do nothing);
     - `problem_state`: an (8,) buffer where the task records which problem the weights solve;
     - `example_input(batch)` -> (x, t)."""
 
@@ -45,6 +46,7 @@ class PinnModel(Protocol):
     def pinn_loss(self, problem, batch: dict): ...
     def field(self, problem, x: torch.Tensor, t: torch.Tensor): ...
     def check_problem(self, problem) -> None: ...
+    def use_problem(self, problem) -> None: ...
     def example_input(self, batch: int = 8): ...
 
 
@@ -185,6 +187,7 @@ class PinnTask(Task):
     def prepare(self, model, dataset, options):
         """Record which problem the weights are being trained to solve."""
         model.problem_state.copy_(_encode(dataset.problem))
+        model.use_problem(dataset.problem)
 
     def loss(self, model, batch):
         problem = batch["problem"]
