@@ -47,13 +47,87 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def model_index(full: str, *, task: str | None, dataset: str | None, metrics: dict,
+                split: str | None = "test", options: dict | None = None, dataset_name: str | None = None,
+                source: str | None = None) -> list[dict]:
+    """The Hugging Face `model-index` block (the Hub's schema, as data) for checkpoint `full`: our
+    measured metrics on the eval data, `verified: false` (the Hub did not measure them). One
+    definition for the card written at push/finetune and for `zoo verify`'s output. Only finite
+    numbers are listed: the Hub's YAML has no NaN."""
+    import math
+
+    values = {k: v for k, v in (metrics or {}).items()
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    if not values:
+        return []
+    ds = {"name": dataset_name or dataset or "custom", "type": dataset or "custom"}
+    if split:
+        ds["split"] = split
+    if options:
+        ds["args"] = dict(options)
+    result = {"task": {"type": task or "other", "name": task or "other"}, "dataset": ds,
+              "metrics": [{"type": k, "name": f"{k} (ours: zoo eval)", "value": v, "verified": False}
+                          for k, v in values.items()]}
+    if source:   # the Hub wants a URL here; `zoo verify NAME` re-measures the numbers without one
+        result["source"] = {"name": f"zoo verify {full}", "url": source}
+    return [{"name": full, "results": [result]}]
+
+
+def _provenance_lines(meta: dict) -> list[str]:
+    """The card's provenance section: how, where and from what the weights were made, as recorded
+    in the run folder's config.json when the run was made (zoo finetune / zoo convert)."""
+    prov = meta.get("provenance") or {}
+    train = meta.get("train") or {}
+    if not prov and not meta.get("command") and not train:
+        return []
+    rows = []
+    if meta.get("command"):
+        rows.append(("command", f"`{meta['command']}`"))
+    version = prov.get("zoo_version") or meta.get("zoo_version")
+    if version or prov.get("zoo_commit"):
+        rows.append(("zoo", " ".join(x for x in (f"{version}" if version else "",
+                                                  f"(commit {prov['zoo_commit']})" if prov.get("zoo_commit") else "") if x)))
+    data = prov.get("data") or {}
+    if data:
+        rows.append(("data", ", ".join(f"{k}: {_fmt_data(v)}" for k, v in data.items())))
+    hw = prov.get("hardware") or {}
+    if hw:
+        rows.append(("hardware", ", ".join(f"{k}: {v}" for k, v in hw.items())))
+    for key, label in (("python", "python"), ("torch", "torch")):
+        if prov.get(key):
+            rows.append((label, str(prov[key])))
+    wall = prov.get("wall_seconds", train.get("wall_seconds"))
+    if isinstance(wall, (int, float)):
+        rows.append(("wall time", f"{wall:.1f} s ({wall / 60:.1f} min)"))
+    for key, label in (("steps", "steps"), ("batch_size", "batch size"), ("lr", "learning rate"),
+                       ("seed", "seed"), ("world_size", "processes")):
+        if key in train:
+            rows.append((label, _fmt(train[key])))
+    if "final_loss" in train:
+        rows.append(("final training loss", _fmt(train["final_loss"])))
+    if prov.get("finished"):
+        rows.append(("finished", str(prov["finished"])))
+    lines = ["## Provenance", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
+    return lines + [""]
+
+
+def _fmt_data(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {str(v)[:16]}" for k, v in value.items())
+    return _fmt(value)
+
+
 def make_model_card(meta: dict):
     """The README.md of a checkpoint repo, built with huggingface_hub's ModelCard.
 
     `meta` is a checkpoint's config.json (model, tag, task, dataset, config, metrics, eval_data,
-    command, license). Our metrics go into `model-index` (marked as measured by zoo); the paper's
-    numbers, from the registry, only into the text and marked as the paper's."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    command, license, train, provenance), optionally with `model_index` (the data `model_index`
+    returns, computed by the caller). Our metrics go into `model-index` (marked as measured by zoo,
+    rendered by ModelCardData); the paper's numbers, from the registry, only into the text and
+    marked as the paper's; the run's provenance into its own section."""
+    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
 
     model = meta.get("model") or "model"
     tag = meta.get("tag")
@@ -64,9 +138,12 @@ def make_model_card(meta: dict):
     family = entry.family if entry else None
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))}
     eval_on = meta.get("eval_data") or dataset
-    results = [EvalResult(task_type=task or "other", dataset_type=dataset or "custom",
-                          dataset_name=eval_on or "custom", metric_type=k, metric_value=v,
-                          metric_name=f"{k} (ours: zoo eval)") for k, v in metrics.items()]
+    index = meta.get("model_index")
+    if index is None:
+        ev = (meta.get("provenance") or {}).get("eval") or {}
+        index = model_index(full, task=task, dataset=dataset, metrics=metrics, split=ev.get("split", "test"),
+                            options=ev.get("options"), dataset_name=eval_on)
+    results = model_index_to_eval_results(index)[1] if index else None
     tags = [t for t in dict.fromkeys(["zoo", family, task]) if t]
     data = ModelCardData(model_name=full, library_name="zoo", tags=tags,
                          datasets=[dataset] if dataset else None, eval_results=results or None,
@@ -92,6 +169,7 @@ def make_model_card(meta: dict):
     lines.append("")
     if meta.get("command"):
         lines += ["## How these weights were made", "", "```", str(meta["command"]), "```", ""]
+    lines += _provenance_lines(meta)
     if metrics:
         lines += [f"## Our evaluation (measured by `zoo eval`"
                   + (f" on {eval_on}" if eval_on else "") + ")", "", "| metric | value |", "|---|---|"]

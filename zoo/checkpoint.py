@@ -154,6 +154,8 @@ def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: s
             state[k] = v.clone()
         seen.add(ptr)
     meta = {"zoo_version": __version__, "weights_dtype": dtype or "float32", **meta}
+    # where and with what the weights were made, captured now (the card renders it on push)
+    meta["provenance"] = {**environment(), **(meta.get("provenance") or {})}
     # each file is written to a temp name and renamed: a kill never leaves half a file, and the
     # folder's other content (a run's training state) stays
     atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
@@ -163,6 +165,75 @@ def save_checkpoint(folder: str | Path, model, meta: dict[str, Any], *, dtype: s
         if card_obj is not None:
             atomic_write(folder / CARD, lambda p: card_obj.save(str(p)))
     return folder
+
+
+def zoo_commit() -> str | None:
+    """`git describe --always --dirty` of the checkout zoo runs from, or None (an installed wheel,
+    no git): the card then names the version only."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        got = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--tags"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return got.stdout.strip() or None if got.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    import platform
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment() -> dict:
+    """This process's side of a checkpoint's provenance: zoo version and commit, Python and torch
+    versions, the CPU model, core count and torch threads, and the time (UTC) it was written."""
+    import datetime
+    import platform
+    import sys
+
+    hw = {"cpu": _cpu_model(), "cores": os.cpu_count()}
+    torch_version = None
+    torch = sys.modules.get("torch")   # a run has it imported; never imported just for this
+    if torch is not None:
+        torch_version = torch.__version__
+        hw["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            hw["gpu"] = torch.cuda.get_device_name(0)
+    out = {"zoo_version": __version__, "zoo_commit": zoo_commit(), "python": platform.python_version(),
+           "torch": torch_version, "hardware": hw,
+           "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def add_provenance(folder: str | Path, extra: dict) -> dict:
+    """Merge `extra` (what only the caller knows: wall time, device, data identity) into the
+    checkpoint's recorded provenance, then rewrite config.json and the card atomically."""
+    folder = Path(folder)
+    meta = read_config(folder)
+    prov = dict(meta.get("provenance") or {})
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(prov.get(key), dict):
+            prov[key] = {**prov[key], **value}
+        else:
+            prov[key] = value
+    meta["provenance"] = prov
+    atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
+    if (folder / CARD).is_file():
+        card_obj = make_card(meta)
+        if card_obj is not None:
+            atomic_write(folder / CARD, lambda p: card_obj.save(str(p)))
+    return meta
 
 
 def make_card(meta: dict):

@@ -103,6 +103,40 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
                 batch_size=batch_size, lr=lr, seed=seed, resume=resume, save_every=save_every,
                 pretrained=pretrained, hub=hub, progress=progress, device=str(dev) if device else None,
                 accumulate=accumulate, options=opts)
+    import time
+
     from zoo.training import loop
+    t0 = time.perf_counter()
     res = loop.launch_distributed(args, nproc_per_node) if nproc_per_node > 1 else loop.run(args)
+    _record_provenance(Path(out), args, dev, nproc_per_node, time.perf_counter() - t0)
     return {**res, "pretrained": pretrained, **({"notes": notes} if notes else {})}
+
+
+def _data_identity(dataset: str | None, data: str | None, seed: int) -> dict:
+    """What the run trained on: the built-in set's name (its reader pins its files), or the user's
+    file(s) by sha256; the seed that orders the batches and draws the generated sets."""
+    from zoo._io import sha256_file
+    ident: dict[str, Any] = {"dataset": dataset, "seed": seed}
+    if data:
+        ident["data"] = data
+        path = Path(data)
+        files = [path] if path.is_file() else (sorted(f for f in path.rglob("*") if f.is_file())[:50]
+                                               if path.is_dir() else [])
+        if files:
+            ident["files"] = {str(f.relative_to(path) if f != path else f.name): sha256_file(f) for f in files}
+    return {k: v for k, v in ident.items() if v is not None}
+
+
+def _record_provenance(out: Path, args: dict, dev, nproc: int, seconds: float) -> None:
+    """Wall time, device and data identity join the provenance the checkpoint recorded when it was
+    written (version, commit, CPU, threads); the model card shows them all."""
+    from zoo.checkpoint import CONFIG, add_provenance, read_config
+    if not (out / CONFIG).is_file():
+        return
+    meta = read_config(out)
+    data = _data_identity(args.get("dataset"), args.get("data"), args.get("seed", 0))
+    if meta.get("eval_data"):
+        data["eval"] = meta["eval_data"]
+    add_provenance(out, {"wall_seconds": round(seconds, 1), "data": data,
+                         "hardware": {"device": str(dev), "processes": nproc},
+                         "eval": {"dataset": meta.get("dataset"), "split": "test"}})

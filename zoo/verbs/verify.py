@@ -196,16 +196,12 @@ def verify_all(*, hub: str | None = None, device: str | None = None, max_seconds
 def model_index(name: str, metrics: dict | None = None) -> list[dict]:
     """The `model-index` block of a checkpoint's model card (Hugging Face's schema): our measured
     metrics on the recorded eval data, marked as not verified by the Hub. `metrics` (e.g. a fresh
-    `verify` run's) replaces the registry's numbers. Imports no torch."""
+    `verify` run's) replaces the registry's numbers. The same builder (zoo.card.model_index) writes
+    the card's block at push; this one reads the registry's record. Imports no torch."""
+    from zoo.card import model_index as card_model_index
+
     full, entry, tag, ck = _checkpoint(name)
     rec = ck.eval
-    values = metrics if metrics is not None else ck.metrics
-    task = {"type": entry.task, "name": entry.task}
-    dataset = {"name": ck.dataset, "type": ck.dataset, "split": rec.split if rec else "test"}
-    if rec and rec.options:
-        dataset["args"] = dict(rec.options)
-    return [{"name": full, "results": [{
-        "task": task, "dataset": dataset,
-        "metrics": [{"type": k, "name": k, "value": v, "verified": False} for k, v in values.items()],
-        "source": {"name": "zoo verify", "url": f"zoo verify {full}"},
-    }]}]
+    return card_model_index(full, task=entry.task, dataset=ck.dataset,
+                            metrics=metrics if metrics is not None else ck.metrics,
+                            split=rec.split if rec else "test", options=dict(rec.options) if rec and rec.options else None)
