@@ -215,10 +215,13 @@ def eval_(name: str,
           max_det: Optional[int] = typer.Option(None, "--max-det", help="detection: boxes kept per image"),
           nms: bool = typer.Option(False, "--nms", help="detection: remove near-duplicate boxes with NMS"),
           labels: Optional[str] = typer.Option(None, "--labels", help="segmentation: the label file of --data"),
+          nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="shard the set over this many processes "
+                                             "(torchrun; the same metrics as one)"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
     res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device,
+                       nproc_per_node=nproc_per_node,
                        **_options(option, batch_size=batch_size, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
                                   nms=nms, labels=labels))
     if as_json:
@@ -409,8 +412,22 @@ def bench(name: str,
         for i, r in enumerate(rows):
             _say(f"[{i + 1}] {r['model']}")
     out.print(t)
+    peak = res.get("machine", {}).get("peak_gflops_per_s")
+    for i, r in enumerate(rows):
+        label = f"[{i + 1}]" if long_names else r["model"]
+        if r.get("fraction_of_peak") is not None and peak:
+            _say(f"{label} ({r.get('backend', 'eager')}): {r['peak_ms']:.3g} ms at this machine's peak of "
+                 f"{peak:.0f} GFLOP/s (fp32 GEMM) -> {r['fraction_of_peak']:.1%} of peak")
+        if r.get("data_share") is not None:
+            _say(f"{label}: {r['samples_per_s']:.1f} samples/s; data {r['data_ms']:.3g} ms "
+                 f"({r['data_share']:.0%} of the step, {r.get('data')} fetched + collated as the fine-tune "
+                 f"loop does), compute {r['compute_ms']:.3g} ms")
+        for note in r.get("notes", []):
+            err.print(f"note: {label}: {note}", highlight=False, soft_wrap=True)
     for k, v in res.get("ratios", {}).items():
         out.print(f"{k}: {v:.3f}")
+    for w in res.get("warnings", []):
+        err.print(f"[yellow]warning[/]: {w}", highlight=False, soft_wrap=True)
 
 
 # ---- verify / compare / site (issue 19) ---------------------------------------------------------------

@@ -94,10 +94,12 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
 
 
 def evaluate(name: str, *, dataset: str | None = None, data: str | None = None, split: str = "test",
-             hub: str | None = None, device: str | None = None, **options) -> dict:
-    """Metrics of a checkpoint on a dataset (or the user's own file with `data`)."""
+             hub: str | None = None, device: str | None = None, nproc_per_node: int = 1, **options) -> dict:
+    """Metrics of a checkpoint on a dataset (or the user's own file with `data`); nproc_per_node > 1
+    shards the set over torchrun processes (the same metrics)."""
     from zoo.verbs.evaluate import evaluate as _evaluate
-    return _evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device, options=options)
+    return _evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device, options=options,
+                     nproc_per_node=nproc_per_node)
 
 
 def predict(name: str, input: str | None = None, *, dataset: str | None = None, data: str | None = None,
@@ -112,14 +114,17 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
              steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
              save_every: int | None = None, pretrained: bool | None = None, hub: str | None = None,
-             progress: bool = True, device: str | None = None, accumulate: int = 1, **options) -> dict:
+             progress: bool = True, device: str | None = None, accumulate: int = 1, launch: dict | None = None,
+             **options) -> dict:
     """Train into a checkpoint folder (`out`, default runs/finetune/<name>-N). pretrained=None starts
-    from the checkpoint when the model has one for `dataset`, else from random init; False: scratch."""
+    from the checkpoint when the model has one for `dataset`, else from random init; False: scratch.
+    `launch`: torchrun's rendezvous past one machine ({"nnodes": 2, "node_rank": 0, "master_addr": ...,
+    "master_port": ...}, or "rdzv_endpoint"; "max_restarts" for elastic restarts)."""
     from zoo.verbs.finetune import finetune as _finetune
     return _finetune(name, dataset=dataset, out=out, data=data, steps=steps, epochs=epochs,
                      batch_size=batch_size, lr=lr, seed=seed, resume=resume, nproc_per_node=nproc_per_node,
                      save_every=save_every, pretrained=pretrained, hub=hub, progress=progress, device=device,
-                     accumulate=accumulate, options=options)
+                     accumulate=accumulate, launch=launch, options=options)
 
 
 def export(name: str, format: str = "onnx", *, out: str | Path | None = None, fuse: bool = True,

@@ -114,6 +114,32 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
     return obj
 
 
+def shard_ranges(n: int, batch: int, world: int) -> list[range]:
+    """Contiguous runs of whole evaluation batches, one per rank (possibly empty): every batch
+    is the one a single process would form, so per-batch results match it exactly."""
+    batches = -(-n // batch) if n else 0
+    per, extra = divmod(batches, world)
+    out, b = [], 0
+    for r in range(world):
+        k = per + (1 if r < extra else 0)
+        out.append(range(min(b * batch, n), min((b + k) * batch, n)))
+        b += k
+    return out
+
+
+def evaluate_sharded(task, model, dataset, options: dict, rank: int = 0, world: int = 1):
+    """This rank's statistics; on rank 0 of a group, the gathered metrics (None on other ranks).
+    One process (world 1) is the same code with one shard."""
+    indices = shard_ranges(len(dataset), task.eval_batch_size(options), world)[rank]
+    state = task.evaluate_shard(model, dataset, indices, options)
+    if world == 1:
+        return task.merge_eval(dataset, [state], options)
+    import torch.distributed as dist
+    states = [None] * world if rank == 0 else None
+    dist.gather_object(state, states, dst=0)
+    return task.merge_eval(dataset, states, options) if rank == 0 else None
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -180,6 +206,25 @@ class Task:
     # ---- inference --------------------------------------------------------------------
     def evaluate(self, model: nn.Module, dataset: Dataset, options: dict) -> dict[str, float]:
         raise NotImplementedError
+
+    # ---- sharded evaluation (optional: `zoo eval --nproc-per-node N`) -------------------------
+    def eval_batch_size(self, options: dict) -> int:
+        """The evaluation batch size: shards are cut on these batch boundaries."""
+        return int(options.get("batch_size") or 256)
+
+    def evaluate_shard(self, model: nn.Module, dataset: Dataset, indices: range, options: dict) -> Any:
+        """Picklable statistics of the samples `indices` (a contiguous run of whole evaluation
+        batches, possibly empty) from which `merge_eval` computes exactly evaluate's metrics."""
+        raise NotImplementedError
+
+    def merge_eval(self, dataset: Dataset, states: list, options: dict) -> dict[str, float]:
+        """The metrics of the whole set from every shard's statistics, in shard order."""
+        raise NotImplementedError
+
+    @classmethod
+    def shards_eval(cls) -> bool:
+        """Whether this task implements the shard/merge contract."""
+        return cls.evaluate_shard is not Task.evaluate_shard and cls.merge_eval is not Task.merge_eval
 
     def predict(self, model: nn.Module, input: str | None, dataset: Dataset | None,
                 save: Path | None, options: dict) -> dict:

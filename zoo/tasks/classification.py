@@ -18,13 +18,14 @@ from typing import Optional, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from zoo._io import pyplot, save_figure
 from zoo.data import image_classification as icd
 from zoo.errors import DataError
 from zoo.layers.local_learning import LocalLearningOptions, training_method
-from zoo.tasks.base import DatasetEntry, IMAGE_SUFFIXES, Task, TaskOptions, device_of, seeded_images, to_device
+from zoo.tasks.base import (DatasetEntry, IMAGE_SUFFIXES, Task, TaskOptions, device_of, evaluate_sharded, seeded_images,
+                            to_device)
 
 
 @runtime_checkable
@@ -153,30 +154,44 @@ class ClassificationTask(Task):
     # ---- inference --------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, dataset, options):
+        return evaluate_sharded(self, model, dataset, options)
+
+    @torch.no_grad()
+    def evaluate_shard(self, model, dataset, indices, options):
+        """Per-batch counts (top-1, top-5, images), summed loss and the confusion matrix."""
         if isinstance(dataset, icd.ImageClassificationDataset):
             _check_fits(f"{dataset.name} images", dataset.channels, dataset.image_size, _expects(model))
         model.eval()
         k = int(model.num_classes)
         device = device_of(model)
-        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 256), shuffle=False)
-        n = top1 = top5 = 0
-        loss_sum = 0.0
-        confusion = torch.zeros(k, k, dtype=torch.int64)
+        loader = DataLoader(Subset(dataset, indices), batch_size=self.eval_batch_size(options), shuffle=False)
+        state = {"top1": 0, "top5": 0, "n": 0, "loss": [], "confusion": torch.zeros(k, k, dtype=torch.int64)}
         for images, labels in loader:
             images, labels = to_device((images, labels), device)
             logits = model(images).float()
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            state["loss"].append(float(F.cross_entropy(logits, labels, reduction="sum")))
             best = logits.topk(min(5, k), dim=1).indices
-            top1 += int((best[:, 0] == labels).sum())
-            top5 += int((best == labels[:, None]).any(1).sum())
-            confusion += torch.bincount(labels.cpu() * k + best[:, 0].cpu(), minlength=k * k).view(k, k)
-            n += len(labels)
+            state["top1"] += int((best[:, 0] == labels).sum())
+            state["top5"] += int((best == labels[:, None]).any(1).sum())
+            state["confusion"] += torch.bincount(labels.cpu() * k + best[:, 0].cpu(), minlength=k * k).view(k, k)
+            state["n"] += len(labels)
+        if options.get("confusion_matrix"):
+            state["class_names"] = _class_names(model, dataset, k)
+        return state
+
+    def merge_eval(self, dataset, states, options):
+        n, top1, top5 = (sum(st[key] for st in states) for key in ("n", "top1", "top5"))
         if n == 0:
             raise DataError("the evaluation set is empty")
+        loss_sum = 0.0
+        for st in states:   # batch by batch in dataset order, as one process adds them
+            for batch_loss in st["loss"]:
+                loss_sum += batch_loss
         metrics = {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "loss": loss_sum / n, "samples": n}
         path = options.get("confusion_matrix")
         if path:
-            draw_confusion_matrix(confusion, _class_names(model, dataset, k), Path(path),
+            confusion = sum(st["confusion"] for st in states)
+            draw_confusion_matrix(confusion, states[0]["class_names"], Path(path),
                                   title=f"top-1 {metrics['top1']:.2f}% on {n} images")
         return metrics
 

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from zoo.data import coco
 from zoo.errors import ConfigError, DataError
-from zoo.tasks.base import IMAGE_SUFFIXES, DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import IMAGE_SUFFIXES, DatasetEntry, Task, TaskOptions, device_of, evaluate_sharded, to_device
 
 PAD_VALUE = 114  # the grey ultralytics letterboxes with
 DEFAULT_IMGSZ = 640
@@ -390,16 +390,20 @@ class DetectionTask(Task):
     def example_input(self, model, options):
         return (model.example_input(int(options.get("batch_size") or 1), int(options.get("imgsz") or DEFAULT_IMGSZ)),)
 
-    def detect(self, model, dataset: DetectionDataset, options: dict):
-        """Run the model over a dataset; yields (dataset index, (k, 6) detections in letterboxed
-        pixels on the CPU, meta). The model runs where it lives."""
+    def eval_batch_size(self, options):
+        return int(options.get("batch_size") or 8)
+
+    def detect(self, model, dataset: DetectionDataset, options: dict, indices: range | None = None):
+        """Run the model over a dataset (or the images `indices` of it); yields (dataset index,
+        (k, 6) detections in letterboxed pixels on the CPU, meta). The model runs where it lives."""
         model = _deploy_copy(model, options)
         device = device_of(model)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-        bsz = int(options.get("batch_size") or 8)
+        bsz = self.eval_batch_size(options)
+        indices = range(len(dataset)) if indices is None else indices
         with torch.no_grad():
-            for start in range(0, len(dataset), bsz):
-                batch = collate([dataset[i] for i in range(start, min(start + bsz, len(dataset)))])
+            for start in range(0, len(indices), bsz):
+                batch = collate([dataset[i] for i in indices[start:start + bsz]])
                 dets = model.detect(batch["images"].to(device, dtype)).float().cpu()
                 for det, meta in zip(dets, batch["meta"]):
                     yield meta["index"], det, meta
@@ -408,20 +412,31 @@ class DetectionTask(Task):
         """COCO box mAP@[.5:.95] and mAP@.5 with faster-coco-eval: the model's detections above
         `conf` (0.001, as the official validator), COCO's protocol of the best `max_det` (100)
         per image; `images` says how many images that was."""
-        from faster_coco_eval import COCO, COCOeval_faster
+        return evaluate_sharded(self, model, dataset, options)
+
+    def evaluate_shard(self, model, dataset, indices, options):
+        """The COCO result records of the images `indices`, in dataset order."""
         if not isinstance(dataset, DetectionDataset):
             raise DataError("detection evaluation needs a detection dataset")
         _check_classes(model, dataset.names)
         conf = float(options.get("conf", EVAL_CONF))
         records = dataset.records
         results = []
-        for i, det, meta in self.detect(model, dataset, options):
+        for i, det, meta in self.detect(model, dataset, options, indices):
             det = det[det[:, 4] > conf]
             if options.get("nms"):
                 det = nms(det, float(options.get("iou", 0.7)))
             for x1, y1, x2, y2, score, label in to_original(det, meta).tolist():
                 results.append({"image_id": records.image_ids[i], "category_id": records.category_ids[int(label)],
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        return results
+
+    def merge_eval(self, dataset, states, options):
+        # COCO's matching is per image but its precision ranks detections over the whole set:
+        # every detection is gathered and scored once
+        from faster_coco_eval import COCO, COCOeval_faster
+        records = dataset.records
+        results = [r for st in states for r in st]
         counts = {"images": len(dataset), "detections": len(results)}
         gt = COCO(records.coco_ground_truth())
         if not results or not any(len(b) for b in records.boxes):

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from zoo._io import pyplot, save_figure
 from zoo.errors import DataError
-from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
+from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, evaluate_sharded, to_device
 
 
 @runtime_checkable
@@ -323,25 +323,44 @@ class OperatorTask(Task):
 
     @torch.inference_mode()
     def evaluate(self, model, dataset, options):
-        from torch.utils.data import DataLoader
+        return evaluate_sharded(self, model, dataset, options)
+
+    def eval_batch_size(self, options):
+        return int(options.get("batch_size") or 1024)
+
+    @torch.inference_mode()
+    def evaluate_shard(self, model, dataset, indices, options):
+        """Per-batch sums (squared error, squared truth, points) and per-sample relative errors."""
+        from torch.utils.data import DataLoader, Subset
 
         self._check_units(model, dataset)
         model.eval()
         device = device_of(model)
-        loader = DataLoader(dataset, batch_size=int(options.get("batch_size") or 1024), shuffle=False,
+        loader = DataLoader(Subset(dataset, indices), batch_size=self.eval_batch_size(options), shuffle=False,
                             collate_fn=collate_operator)
-        sq_sum, true_sq, n_points, rel = 0.0, 0.0, 0, []
+        state = {"sq": [], "true_sq": [], "points": [], "rel": []}
         for batch in loader:
             batch = to_device(batch, device)
             pred = model(batch["input"], batch["points"])
             mask = batch.get("mask", torch.ones_like(pred))
             err = (pred - batch["values"]) * mask
             true = batch["values"] * mask
-            sq_sum += float((err**2).sum())
-            true_sq += float((true**2).sum())
-            n_points += int(mask.sum())
-            rel.append((err.norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)).cpu())
-        rel_all = torch.cat(rel)
+            state["sq"].append(float((err**2).sum()))
+            state["true_sq"].append(float((true**2).sum()))
+            state["points"].append(int(mask.sum()))
+            state["rel"].append((err.norm(dim=1) / true.norm(dim=1).clamp_min(1e-12)).cpu())
+        return state
+
+    def merge_eval(self, dataset, states, options):
+        # accumulated batch by batch in dataset order, as one process does: the same floats
+        sq_sum, true_sq, n_points, rel = 0.0, 0.0, 0, []
+        for st in states:
+            for sq, tsq, npts in zip(st["sq"], st["true_sq"], st["points"]):
+                sq_sum += sq
+                true_sq += tsq
+                n_points += npts
+            rel += st["rel"]
+        rel_all = torch.cat(rel) if rel else torch.zeros(0)
         if dataset.meta.get("rel_l2") == "global":
             rel_l2 = (sq_sum / max(true_sq, 1e-24)) ** 0.5
         else:

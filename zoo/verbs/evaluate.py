@@ -6,8 +6,14 @@ from zoo.loading import dataset_for, is_checkpoint_dir, load, options_for
 
 
 def evaluate(name: str, *, dataset: str | None = None, data: str | None = None, split: str = "test",
-             hub: str | None = None, device: str | None = None, options: dict | None = None) -> dict:
+             hub: str | None = None, device: str | None = None, options: dict | None = None,
+             nproc_per_node: int = 1) -> dict:
     import torch
+
+    if nproc_per_node != 1:   # shards over torchrun workers; the same metrics, reduced exactly
+        from zoo.training.distributed import evaluate_distributed
+        return evaluate_distributed(dict(name=str(name), dataset=dataset, data=data, split=split, hub=hub,
+                                         device=device, options=options), nproc_per_node)
 
     loaded = load(name, dataset=dataset, hub=hub, require_weights=not is_checkpoint_dir(name), device=device)
     opts = options_for(loaded, "eval", options)
