@@ -209,6 +209,20 @@ class Pairs:
     pref: list[float]
     classes: list[str]
     source: str
+    #: pairs made from a labelled set (make_pairs): pair i is (texts[i], texts[partner[i]]), and any
+    #: other same-class partner can be scored, since a preference is a comparison of per-text margins
+    texts: list[str] | None = None
+    text_labels: list[int] | None = None
+    partner: list[int] | None = None
+    margin: list[float] | None = None
+    tie_margin: float = 0.0
+
+
+def preference(margin_a: float, margin_b: float, tie_margin: float) -> float:
+    """Target P(b preferred) of a pair from the zero-shot margins of its two texts: the larger margin
+    wins; a tie (0.5) when they differ by less than `tie_margin`."""
+    d = margin_b - margin_a
+    return 0.5 if abs(d) < tie_margin else (1.0 if d > 0 else 0.0)
 
 
 def read_pairs(path: str | Path, classes: list[str]) -> Pairs:
@@ -280,13 +294,15 @@ def make_pairs(data: LabelledText, scorer, seed: int = 0, tie_margin: float = TI
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(data.labels):
         by_class.setdefault(y, []).append(i)
-    a, b, labels, pref = [], [], [], []
+    a, b, labels, pref, partner = [], [], [], [], []
     for i, y in enumerate(data.labels):
         pool = by_class[y]
         j = i if len(pool) == 1 else rng.choice([k for k in (rng.choice(pool), rng.choice(pool)) if k != i] or [i])
-        d = margin[j] - margin[i]
         a.append(data.texts[i])
         b.append(data.texts[j])
         labels.append(y)
-        pref.append(0.5 if abs(d) < tie_margin else (1.0 if d > 0 else 0.0))
-    return Pairs(a, b, labels, pref, list(data.classes), data.source + " pairs")
+        partner.append(j)
+        pref.append(preference(margin[i], margin[j], tie_margin))
+    return Pairs(a, b, labels, pref, list(data.classes), data.source + " pairs", texts=list(data.texts),
+                 text_labels=list(data.labels), partner=partner, margin=[float(m) for m in margin],
+                 tie_margin=float(tie_margin))

@@ -128,18 +128,22 @@ class P2CClassifier(nn.Module):
         """Bradley-Terry: P(b preferred over a) = softmax([s_a, s_b])[1]."""
         return torch.softmax(torch.stack([score_a, score_b], -1), -1)[..., 1]
 
-    def pair_loss(self, a: dict, b: dict, labels: torch.Tensor, pref: torch.Tensor):
+    def pair_loss(self, a: dict, b: dict, labels: torch.Tensor, pref: torch.Tensor, with_scores: bool = False):
         """The P2C loss of a batch of pairs that share a label. `pref` = target P(b preferred):
-        1 (b), 0 (a) or 0.5 (tie). Returns (loss, logs, logits_a, logits_b)."""
+        1 (b), 0 (a) or 0.5 (tie). Returns (loss, logs, logits_a, logits_b), and with `with_scores`
+        also the heads' detached scores of the a-side texts, (T, B): what the authors' code keeps from
+        the training pass to pick the next epoch's informative pairs."""
         h_a = self.embed(a["input_ids"], a["attention_mask"])
         h_b = self.embed(b["input_ids"], b["attention_mask"])
         logits_a, logits_b = self.classifier(h_a).float(), self.classifier(h_b).float()
         l_cls = 0.5 * (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels))
         loss = self.weights["cls"] * l_cls
         logs = {"l_cls": float(l_cls.detach())}
+        scores_a = logits_a.new_zeros(0, labels.shape[0])
         if self.num_pref_heads:
             s_a = self.preference_scores(h_a, labels).float()          # (T, B)
             s_b = self.preference_scores(h_b, labels).float()
+            scores_a = s_a.detach()
             log_p = torch.log_softmax(torch.stack([s_a, s_b], -1), -1)  # (T, B, 2)
             target = torch.stack([1 - pref, pref], -1).float()          # (B, 2)
             l_pref = -(target * log_p).sum(-1).mean()
@@ -161,6 +165,8 @@ class P2CClassifier(nn.Module):
             loss = loss + self.weights["pref"] * l_pref + self.weights["cons"] * l_cons - self.weights["div"] * l_div
             logs.update({"l_pref": float(l_pref.detach()), "l_cons": float(l_cons.detach()),
                          "l_div": float(l_div.detach())})
+        if with_scores:
+            return loss, logs, logits_a, logits_b, scores_a
         return loss, logs, logits_a, logits_b
 
 

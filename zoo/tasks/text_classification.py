@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional, Protocol, runtime_checkable
+import weakref
+from typing import Literal, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +60,9 @@ class TextClassifier(Protocol):
     def preference_scores(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each preference head's score of sentence vectors h under labels y: (T, B)."""
 
-    def pair_loss(self, a: dict, b: dict, labels: torch.Tensor, pref: torch.Tensor):
-        """Training loss of a batch of pairs -> (loss, logs, logits_a, logits_b)."""
+    def pair_loss(self, a: dict, b: dict, labels: torch.Tensor, pref: torch.Tensor, with_scores: bool = False):
+        """Training loss of a batch of pairs -> (loss, logs, logits_a, logits_b); with `with_scores`
+        also the heads' detached scores of the a-side texts (T, B)."""
 
 
 class TextClassificationOptions(TaskOptions):
@@ -73,6 +75,10 @@ class TextClassificationOptions(TaskOptions):
     tie_margin: float = Field(reviews.TIE_MARGIN, description="training pairs: zero-shot margin gap below "
                                                               "which a pair is a tie")
     pair_seed: int = Field(0, description="training pairs: seed of the partner choice")
+    pair_sampling: Literal["random", "disagreement"] = Field(
+        "random", description="training pairs: 'random' keeps the seeded random partners (the code's default); "
+                              "'disagreement' re-chooses each text's partner after every epoch where the "
+                              "preference heads disagree most (the code's --sampling disagreement)")
     train_subset: Optional[int] = Field(None, description="train split: the first N texts only")
     index: int = Field(0, description="predict: the dataset sample to classify when no text is given")
 
@@ -142,27 +148,134 @@ class TextSet(Dataset):
 
 
 class PairSet(Dataset):
-    """Pairs of texts sharing a label, with a preference target, tokenised."""
+    """Pairs of texts sharing a label, with a preference target, tokenised.
+
+    Pairs made from a labelled set (`reviews.make_pairs`) keep one token list per text and a partner
+    table: item i is (text i, text partner[i]) with the preference of their zero-shot margins, so the
+    informative-pair sampler can change the partners between epochs. A user's pair file is a fixed
+    list of pairs."""
 
     def __init__(self, pairs: reviews.Pairs, model, options: dict):
         if not pairs.a:
             raise DataError(f"{pairs.source}: no pairs")
         self.name, self.classes = pairs.source, pairs.classes
-        self.a, cut_a = tokenize(model, pairs.a, options, pairs.source)
-        self.b, cut_b = tokenize(model, pairs.b, options, pairs.source)
-        self.labels, self.pref = pairs.labels, pairs.pref
+        self.labels = pairs.labels
+        self.resamplable = pairs.margin is not None
+        if self.resamplable:
+            self.ids, cut = tokenize(model, pairs.texts, options, pairs.source)
+            self.partner = torch.tensor(pairs.partner, dtype=torch.long)   # shared with the sampler
+            self.margin, self.tie_margin = pairs.margin, pairs.tie_margin
+        else:
+            self.a, cut_a = tokenize(model, pairs.a, options, pairs.source)
+            self.b, cut_b = tokenize(model, pairs.b, options, pairs.source)
+            self.pref, cut = pairs.pref, cut_a + cut_b
         ties = sum(p == 0.5 for p in pairs.pref)
-        self.meta = {"pairs": len(self.a), "ties": ties}
-        _note_truncated(cut_a + cut_b, _max_length(model, options), pairs.source)
+        self.meta = {"pairs": len(self.labels), "ties": ties}
+        _note_truncated(cut, _max_length(model, options), pairs.source)
+        _TRAIN_PAIRS[model] = self
 
     def __len__(self):
-        return len(self.a)
+        return len(self.labels)
 
     def __getitem__(self, i):
-        a, b = torch.tensor(self.a[i]), torch.tensor(self.b[i])
+        if self.resamplable:
+            j = int(self.partner[i])
+            a, b = torch.tensor(self.ids[i]), torch.tensor(self.ids[j])
+            pref = reviews.preference(self.margin[i], self.margin[j], self.tie_margin)
+        else:
+            a, b, pref = torch.tensor(self.a[i]), torch.tensor(self.b[i]), self.pref[i]
         return {"a": {"input_ids": a, "attention_mask": torch.ones_like(a)},
                 "b": {"input_ids": b, "attention_mask": torch.ones_like(b)},
-                "label": torch.tensor(self.labels[i]), "pref": torch.tensor(float(self.pref[i]))}
+                "label": torch.tensor(self.labels[i]), "pref": torch.tensor(float(pref)),
+                "index": torch.tensor(i)}
+
+
+#: the training pair set last built for a model, for its informative-pair sampler
+_TRAIN_PAIRS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def disagreement_partners(scores: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor,
+                          chunk: int = 512) -> torch.Tensor:
+    """Disagreement-based informative pairs, as the P2C code picks them between epochs: for every
+    text, the partner of the same class on which the preference heads disagree most.
+
+    `scores` (T, N): each head's score of each text under its own label (NaN: not seen yet; such a
+    text keeps its partner and is no candidate). A head's verdict on (a, b) is which text it scores
+    higher, or a tie; the disagreement of a pair is the number of head pairs whose verdicts differ
+    (the code's count). The code breaks equal counts at random; we break them by the variance over
+    heads of the Bradley-Terry P(b preferred), so the choice is deterministic. Returns the new
+    partner table (N,)."""
+    scores = scores.detach().float().cpu()
+    labels = labels.cpu()
+    out = partner.clone().cpu()
+    t = scores.shape[0]
+    seen = torch.isfinite(scores).all(0)
+    for c in labels.unique():
+        pool = ((labels == c) & seen).nonzero()[:, 0]
+        if len(pool) < 2:
+            continue
+        s = scores[:, pool]                                                    # (T, n)
+        for start in range(0, len(pool), chunk):
+            rows = torch.arange(start, min(len(pool), start + chunk))
+            diff = s[:, rows, None] - s[:, None, :]                            # (T, r, n): s_a - s_b
+            verdict = torch.sign(diff)
+            count = sum((verdict[i] != verdict[j]).float() for i in range(t) for j in range(i + 1, t))
+            p_b = torch.sigmoid(-diff)                                          # softmax([s_a, s_b])[1]
+            key = count + p_b.var(0, unbiased=False)                            # var <= 0.25 < 1 step of count
+            key[torch.arange(len(rows)), rows] = -float("inf")                 # never the text itself
+            out[pool[rows]] = pool[key.argmax(1)]
+    return out
+
+
+class PairSampler(LossModule):
+    """Training wrapper for `-o pair_sampling=disagreement`: the P2C loss, plus the heads' scores of
+    each anchor text kept from the training pass; after every epoch (one pass over the anchors, as
+    the loop counts it) the partners are re-chosen by `disagreement_partners`. The first epoch uses
+    the seeded random pairs, as the code does. Scores, partners and the epoch counter travel in the
+    training state (`--resume`); under DDP every rank gathers every rank's scores, so all ranks keep
+    the same table."""
+
+    def __init__(self, model, task, pairs: PairSet):
+        super().__init__(model, task)
+        self.pairs = [pairs]          # a list: not a submodule, not part of state_dict's tensors
+        n = len(pairs)
+        self.scores = torch.full((int(model.num_pref_heads), n), float("nan"))
+        self.labels = torch.tensor(pairs.labels, dtype=torch.long)
+        self.seen, self.resampled = 0, 0
+
+    def forward(self, batch):
+        loss, logs, scores = self._task.pair_step(self.model, batch, with_scores=True)
+        if self.training:
+            self._record(batch["index"].cpu(), scores.float().cpu())
+        return loss, logs
+
+    def _record(self, index: torch.Tensor, scores: torch.Tensor) -> None:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (index, scores))
+            index = torch.cat([p[0] for p in parts])
+            scores = torch.cat([p[1] for p in parts], 1)
+        self.scores[:, index] = scores
+        self.seen += len(index)
+        n = len(self.labels)
+        epoch = max(1, n // len(index)) * len(index) if len(index) <= n else len(index)
+        if self.seen >= epoch:
+            pairs = self.pairs[0]
+            pairs.partner.copy_(disagreement_partners(self.scores, self.labels, pairs.partner))
+            self.seen, self.resampled = 0, self.resampled + 1
+
+    def get_extra_state(self):
+        return {"scores": self.scores.clone(), "partner": self.pairs[0].partner.clone(),
+                "seen": self.seen, "resampled": self.resampled}
+
+    def set_extra_state(self, state):
+        if state["scores"].shape != self.scores.shape:
+            raise ValueError(f"pair sampler state for {state['scores'].shape[1]} texts, this set has "
+                             f"{self.scores.shape[1]}")
+        self.scores.copy_(state["scores"])
+        self.pairs[0].partner.copy_(state["partner"])
+        self.seen, self.resampled = int(state["seen"]), int(state["resampled"])
 
 
 def _is_file(text: str) -> bool:
@@ -260,24 +373,40 @@ class TextClassificationTask(Task):
     def collate(self, items):
         pad = 0
         if "a" in items[0]:
-            return {"a": _pad([x["a"] for x in items], pad), "b": _pad([x["b"] for x in items], pad),
-                    "label": torch.stack([x["label"] for x in items]),
-                    "pref": torch.stack([x["pref"] for x in items])}
+            out = {"a": _pad([x["a"] for x in items], pad), "b": _pad([x["b"] for x in items], pad),
+                   "label": torch.stack([x["label"] for x in items]),
+                   "pref": torch.stack([x["pref"] for x in items])}
+            if "index" in items[0]:
+                out["index"] = torch.stack([x["index"] for x in items])
+            return out
         out = _pad(items, pad)
         out["label"] = torch.stack([x["label"] for x in items])
         return out
 
     # ---- training ---------------------------------------------------------------------------
-    def loss(self, model, batch):
+    def pair_step(self, model, batch, with_scores: bool = False):
         batch = to_device(batch, device_of(model))
-        loss, logs, logits_a, logits_b = model.pair_loss(batch["a"], batch["b"], batch["label"], batch["pref"])
+        out = model.pair_loss(batch["a"], batch["b"], batch["label"], batch["pref"], with_scores=with_scores)
+        loss, logs, logits_a, logits_b = out[:4]
         y = batch["label"]
         logs["acc"] = float(((logits_a.argmax(1) == y).float().mean() + (logits_b.argmax(1) == y).float().mean())
                             * 50)
-        return loss, logs
+        return (loss, logs, out[4]) if with_scores else (loss, logs)
+
+    def loss(self, model, batch):
+        return self.pair_step(model, batch)
 
     def training_module(self, model, options):
-        return LossModule(model, self)
+        if options.get("pair_sampling", "random") == "random":
+            return LossModule(model, self)
+        pairs = _TRAIN_PAIRS.get(model)
+        if not int(model.num_pref_heads):
+            raise ConfigError("pair_sampling=disagreement needs preference heads; this model has none "
+                              "(a plain classifier trains on the random pairs)")
+        if pairs is None or not pairs.resamplable:
+            raise ConfigError("pair_sampling=disagreement needs pairs made from a labelled set (a built-in "
+                              "dataset or a text,label file); a pair file's pairs are fixed")
+        return PairSampler(model, self, pairs)
 
     def example_batch(self, model, options):
         b = int(options.get("batch_size") or 4)
