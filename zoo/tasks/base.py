@@ -154,6 +154,9 @@ class Task:
     #: the metric `finetune` reports as its headline and lower-is-better flag
     main_metric = "loss"
     lower_is_better = True
+    #: what `zoo export --int8` may cost, per metric: ("drop", most it may fall, in the metric's units)
+    #: or ("rel_increase", largest relative rise of a lower-is-better metric); empty: --int8 refused
+    int8_tolerance: dict[str, tuple[str, float]] = {}
     #: file types `predict` takes as INPUT; a folder or a glob of them predicts each file
     input_suffixes: tuple[str, ...] = ()
     #: how each metric is defined (shown by `zoo info` and written into model cards)

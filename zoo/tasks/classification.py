@@ -108,6 +108,7 @@ class ClassificationTask(Task):
     default_steps = 1000
     main_metric = "top1"
     lower_is_better = False
+    int8_tolerance = {"top1": ("drop", 1.0)}   # one point of top-1 (a percentage)
     metric_definitions = {
         "top1": "percentage of images whose highest-scoring class is the true class",
         "top5": "percentage of images whose true class is among the five highest-scoring classes",

@@ -352,6 +352,7 @@ class DetectionTask(Task):
     default_steps = 1000
     main_metric = "mAP50-95"
     lower_is_better = False
+    int8_tolerance = {"mAP50": ("drop", 0.01)}   # one point of mAP50 (stored as a fraction)
     metric_definitions = {
         "mAP50-95": "COCO box AP averaged over IoU 0.50:0.05:0.95 (101-point precision-recall, all areas, "
                     "best max_det=100 detections per image; faster-coco-eval)",
