@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNGS = [
     {"zoo.errors", "zoo._version"},
     {"zoo._io", "zoo.options", "zoo.progress"},
+    {"zoo.machine"},
     {"zoo.registry"},
     {"zoo.catalogue", "zoo.card"},
     {"zoo.checkpoint"},

@@ -18,6 +18,8 @@ from zoo.tasks.base import Reparameterisable
 class BenchOptions(Options):
     repeats: int = Field(30, ge=1, description="timed repetitions (interleaved with --compare)")
     warmup: int = Field(5, ge=0, description="untimed repetitions first")
+    data: bool = Field(True, description="--train: fetch each step's batch from the training set, as the "
+                                         "fine-tune loop does, and report the data's share of the step")
 
 
 @contextlib.contextmanager
@@ -75,6 +77,67 @@ def count_flops(model, args) -> float | None:
         return None
 
 
+def count_step_flops(step) -> float | None:
+    """FLOPs of one call of `step` with autograd on (a training step: forward + backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        return float(counter.get_total_flops())
+    except Exception:
+        return None
+
+
+#: config keys (by name fragment) that set a model's scale or its input: when two models differ in
+#: one of these, a latency/params ratio mixes that difference into the comparison
+_SCALE_KEYS = ("size", "resolution", "imgsz", "grid", "dim", "width", "hidden", "depth", "expert", "top_k",
+               "heads", "patch", "channels", "layers", "modes", "waves")
+
+
+def effective_config(loaded) -> dict:
+    """The arguments the model was built with: the class's and the builder's defaults under the
+    registry/checkpoint config (the registry stores only what differs from the defaults)."""
+    import inspect
+
+    import zoo.registry as reg
+    out: dict = {}
+    fns = [type(loaded.model).__init__]
+    try:
+        _, entry, _ = reg.resolve(loaded.name)
+        fns.append(reg.import_builder(entry, loaded.name))
+    except Exception:   # a run folder of a model the registry renamed: its config alone
+        pass
+    for fn in fns:
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        out.update({p.name: p.default for p in params
+                    if p.default is not inspect.Parameter.empty and p.name != "self"})
+    out.update(loaded.config or {})
+    return out
+
+
+def config_mismatch(a: dict, b: dict, shapes_a=None, shapes_b=None) -> list[str]:
+    """What makes A and B not like for like: different input shapes, or a scale key both configs
+    have with different values. Keys only one side has are the architectures' own business."""
+    diffs = []
+    if shapes_a is not None and shapes_b is not None and shapes_a != shapes_b:
+        diffs.append(f"input {shapes_a} vs {shapes_b}")
+    for k in sorted(set(a) & set(b)):
+        if any(f in k.lower() for f in _SCALE_KEYS) and a[k] != b[k] and _plain(a[k]) and _plain(b[k]):
+            diffs.append(f"{k} {a[k]!r} vs {b[k]!r}")
+    return diffs
+
+
+def _plain(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, tuple, list))
+
+
+def _shapes(args) -> list:
+    return [list(a.shape) for a in args if hasattr(a, "shape")]
+
+
 class _Subject:
     def __init__(self, name, train, hub, raw_options, device, fuse):
         import torch
@@ -88,34 +151,78 @@ class _Subject:
         self.name = self.loaded.full_name
         self.model = self.loaded.model
         task = self.loaded.task
-        if not train and fuse and isinstance(self.model, Reparameterisable):
+        fused = not train and fuse and isinstance(self.model, Reparameterisable)
+        if fused:
             self.model = self.model.fuse() or self.model
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.config = effective_config(self.loaded)
+        self.notes: list[str] = []
+        self.device, self.task = device, task
+        self.train_set, self.data_name = None, None
+        self.data_times: list[float] = []
+        self.backend = "fused" if fused else "eager"
+        from zoo.tasks.base import to_device
         if train:
             self.module = task.training_module(self.model, options)
             self.module.train()
-            from zoo.tasks.base import to_device
             self.batch = to_device(task.example_batch(self.model, options), device)
+            if options.get("data", True):
+                self._open_train_set(options)
             groups = [p for p in self.module.parameters() if p.requires_grad]
             self.opt = torch.optim.AdamW(groups, lr=1e-4)
             self.runs_backward = bool(getattr(self.module, "runs_backward", False))
             self.n = _batch_len(self.batch)
-            self.flops = None
+            self.inputs = None
+            self.flops = count_step_flops(self._train_step)
         else:
             self.model.eval()
-            from zoo.tasks.base import to_device
             self.args = tuple(to_device(tuple(task.example_input(self.model, options)), device))
+            self.inputs = _shapes(self.args)
             self.n = int(self.args[0].shape[0])
             self.flops = count_flops(self.model, self.args)
 
-    def step(self):
+    def _open_train_set(self, options):
+        """The training set the fine-tune loop would read; without one, the example batch alone."""
+        from zoo.loading import dataset_for
+        try:
+            opts = {k: v for k, v in options.items() if k not in ("repeats", "warmup", "data")}
+            ds, self.data_name = dataset_for(self.loaded, None, None, "train", opts)
+            if len(ds) == 0:
+                raise ValueError("empty training set")
+            self.train_set = ds
+            self._bs = int(_batch_len(self.batch))
+            self._cursor = 0
+        except Exception as exc:   # no training data named for this model: compute alone, said so
+            self.notes.append(f"data share not measured ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:120]})")
+
+    def _fetch(self):
+        """One batch the way zoo.training.loop does it: items indexed in the main process, the
+        task's collate, moved to the device (no DataLoader workers there either)."""
+        from zoo.tasks.base import to_device
+        n = len(self.train_set)
+        idx = [(self._cursor + j) % n for j in range(self._bs)]
+        self._cursor = (self._cursor + self._bs) % n
+        return to_device(self.task.collate([self.train_set[j] for j in idx]), self.device)
+
+    def _train_step(self):
+        self.opt.zero_grad(set_to_none=True)
+        loss, _ = self.module(self.batch)
+        if not self.runs_backward:
+            loss.backward()
+        self.opt.step()
+
+    def step(self, timed: bool = False):
         import torch
         if hasattr(self, "module"):
-            self.opt.zero_grad(set_to_none=True)
-            loss, _ = self.module(self.batch)
-            if not self.runs_backward:
-                loss.backward()
-            self.opt.step()
+            if self.train_set is not None:
+                t0 = time.perf_counter()
+                self.batch = self._fetch()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if timed:
+                    self.data_times.append(time.perf_counter() - t0)
+            self._train_step()
         else:
             with torch.inference_mode():
                 self.model(*self.args)
@@ -146,34 +253,56 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
     for s in subjects:
         for _ in range(warmup):
             s.step()
-    times = {s.name: [] for s in subjects}
+    times = [[] for _ in subjects]   # by position: `A --compare A` is two subjects of one name
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     for _ in range(repeats):  # interleaved: drift hits both sides alike
-        for s in subjects:
+        for i, s in enumerate(subjects):
             sync()
             t0 = time.perf_counter()
-            s.step()
+            s.step(timed=True)
             sync()
-            times[s.name].append(time.perf_counter() - t0)
+            times[i].append(time.perf_counter() - t0)
+    import zoo.machine as machine
+    peak = machine.peak_flops(dev)
     results = []
-    for s in subjects:
-        ts = sorted(times[s.name])
+    for s, ts in zip(subjects, times):
+        ts = sorted(ts)
         p50 = statistics.median(ts)
         p90 = ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
-        results.append({"model": s.name, "params": s.params,
-                        "gflops": s.flops / 1e9 if s.flops is not None else None,
-                        "p50_ms": p50 * 1e3, "p90_ms": p90 * 1e3, "throughput": s.n / p50,
-                        "peak_mb": peak_memory_mb(s.step, dev), "batch": s.n})
-    ratios = {}
+        row = {"model": s.name, "backend": s.backend, "params": s.params,
+               "gflops": s.flops / 1e9 if s.flops is not None else None,
+               "p50_ms": p50 * 1e3, "p90_ms": p90 * 1e3, "throughput": s.n / p50,
+               "peak_mb": peak_memory_mb(s.step, dev), "batch": s.n}
+        # the yardstick: the time this many FLOPs take at the machine's measured GEMM peak
+        row["peak_ms"] = s.flops / peak["flops"] * 1e3 if s.flops is not None else None
+        row["fraction_of_peak"] = row["peak_ms"] / row["p50_ms"] if row["peak_ms"] is not None else None
+        if train:
+            row["samples_per_s"] = s.n / p50
+            if s.data_times:
+                data = statistics.median(s.data_times)
+                row["data_ms"] = data * 1e3
+                row["compute_ms"] = max(p50 - data, 0.0) * 1e3
+                row["data_share"] = data / p50
+                row["data"] = s.data_name
+        if s.notes:
+            row["notes"] = list(s.notes)
+        results.append(row)
+    ratios, warnings = {}, []
     if compare:
         a, b = results
         ratios[f"latency {a['model']} / {b['model']} (p50)"] = a["p50_ms"] / b["p50_ms"]
         ratios[f"params {a['model']} / {b['model']}"] = a["params"] / b["params"]
         if a["peak_mb"] and b["peak_mb"]:
             ratios[f"peak memory {a['model']} / {b['model']}"] = a["peak_mb"] / b["peak_mb"]
+        diffs = config_mismatch(subjects[0].config, subjects[1].config, subjects[0].inputs, subjects[1].inputs)
+        if diffs:
+            warnings.append(f"{a['model']} and {b['model']} differ in " + "; ".join(diffs)
+                            + ": the ratios measure that difference too, not the method alone")
     return {"mode": "train step" if train else "inference", "batch_size": results[0]["batch"],
             "device": _device_name(dev), "threads": torch.get_num_threads(),
-            "repeats": repeats, "results": results, "ratios": ratios}
+            "repeats": repeats, "results": results, "ratios": ratios, "warnings": warnings,
+            "machine": {"peak_gflops_per_s": peak["flops"] / 1e9, "measured_with": f"fp32 GEMM {peak['size']}^2",
+                        "key": peak["key"], "cached": peak["cached"]}}
 
 
 
