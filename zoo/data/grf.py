@@ -28,12 +28,23 @@ def dct_grf(n: int, s: int, rng: np.random.Generator, alpha: float = 2.0, tau: f
     return idctn(xi * dct_spectrum(s, alpha, tau), type=2, axes=(1, 2), norm="ortho")
 
 
-def rbf_grf_1d(n: int, rng: np.random.Generator, length_scale: float, grid: int) -> np.ndarray:
-    """n samples (n, grid) on [0, 1] with kernel exp(-(x - x')^2 / (2 l^2)); 1e-13 jitter as the official code."""
+def rbf_cholesky_1d(length_scale: float, grid: int) -> np.ndarray:
+    """Lower Cholesky factor (grid, grid) of the RBF kernel exp(-(x - x')^2 / (2 l^2)) on [0, 1], with
+    1e-13 jitter as the official code: a field is chol @ z for z standard normal."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
     x = np.linspace(0.0, 1.0, grid)
     cov = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / length_scale**2)
-    chol = np.linalg.cholesky(cov + 1e-13 * np.eye(grid))
-    return (chol @ rng.standard_normal((grid, n))).T
+    # the kernel matrix is singular to working precision, so the factor's trailing columns are
+    # rounding noise that depends on how BLAS splits the work: one thread makes the fields (and the
+    # recorded eval data) the same whatever the thread count
+    with threadpool_limits(limits=1, user_api="blas"):
+        return np.linalg.cholesky(cov + 1e-13 * np.eye(grid))
 
 
-__all__ = ["dct_spectrum", "dct_grf", "rbf_grf_1d"]
+def rbf_grf_1d(n: int, rng: np.random.Generator, length_scale: float, grid: int) -> np.ndarray:
+    """n samples (n, grid) on [0, 1] of the RBF field; draws rng.standard_normal((grid, n)) once."""
+    return (rbf_cholesky_1d(length_scale, grid) @ rng.standard_normal((grid, n))).T
+
+
+__all__ = ["dct_spectrum", "dct_grf", "rbf_cholesky_1d", "rbf_grf_1d"]
