@@ -36,7 +36,10 @@ class Launch:
     @classmethod
     def of(cls, **kw) -> "Launch":
         """Checked launch arguments (None values take the defaults); bad ones are one line."""
-        from zoo.errors import ConfigError
+        from zoo.errors import ConfigError, UnknownNameError
+        for key in kw:
+            if key not in cls.__dataclass_fields__:
+                raise UnknownNameError("launch option", key, cls.__dataclass_fields__)
         launch = cls(**{k: v for k, v in kw.items() if v is not None})
         launch.nnodes = str(launch.nnodes)
         lo, _, hi = launch.nnodes.partition(":")

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -122,13 +121,22 @@ def _check_out(args: dict) -> None:
                                   f"or choose another --out")
 
 
+def _restarts() -> int:
+    """How often torchrun has restarted this worker group (0 on the first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
 def run(args: dict) -> dict:
     """Check the run folder and hold its lock (unless a launcher already does), then train."""
     from zoo.checkpoint import run_lock
 
     out = str(Path(args["out"]).absolute())
-    if os.environ.get(LOCKED_ENV) == out:
+    # ranks other than 0 never write; a restarted rank 0 continues a folder already checked
+    if os.environ.get(LOCKED_ENV) == out or int(os.environ.get("RANK", "0")) != 0:
         return _run(args)
+    if _restarts():
+        with run_lock(out):
+            return _run(args)
     _check_out(args)
     with run_lock(out):
         _check_out(args)   # again under the lock: another run may have written meanwhile
@@ -281,6 +289,10 @@ def _run(args: dict) -> dict:
     state_path = out / STATE
     options = dict(args.get("options") or {})
     seed = int(args.get("seed") or 0)
+    restarts = _restarts()
+    if restarts and not args.get("resume"):
+        # a worker died and torchrun restarted the group: continue from this run's last state
+        args = {**args, "resume": _agreed(rank == 0 and _state_of_run(state_path, args.get("run_id")), world)}
 
     loaded, train_set, dataset_name = _prepare(args, device, options)
     task, model = loaded.task, loaded.model
@@ -288,6 +300,7 @@ def _run(args: dict) -> dict:
     module = task.training_module(model, options)
     opt, sched = _optimiser(module, options, plan)
     step, history = 0, []
+    started_at = None
     if args.get("resume"):
         st = _read_state(state_path, loaded, rank, world)
         try:
@@ -302,6 +315,7 @@ def _run(args: dict) -> dict:
             raise CheckpointError(f"{state_path} does not fit {loaded.name} with this config "
                                   f"({first[:200]}); resume with the run's own model and options") from None
         plan.total = max(plan.total, step)
+        started_at = step
     stepper = _Stepper(module, opt, sched, task, train_set, device, plan, options, world)
 
     saved = [step if args.get("resume") else None]   # the step of the state on disk
@@ -312,7 +326,7 @@ def _run(args: dict) -> dict:
             atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                                "step": step, "history": history, "model": loaded.name,
-                               "config": _config_key(loaded.config)}, state_path)
+                               "config": _config_key(loaded.config), "run_id": args.get("run_id")}, state_path)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     show = bool(args.get("progress", True)) and rank == 0
@@ -343,7 +357,11 @@ def _run(args: dict) -> dict:
 
     summary = {"model": loaded.name, "dataset": dataset_name, "steps": step, "final_loss": last_loss,
                "steps_per_s": (step - t_steps0) / elapsed if elapsed > 0 else float("nan"),
-               "world_size": world, "out": str(out)}
+               "world_size": world, "out": str(out), "rank": rank,
+               **({"restarts": restarts} if restarts else {}),
+               **({"resumed_from_step": started_at} if started_at is not None else {})}
+    if rank != 0:
+        summary["notes"] = [f"this node's first worker is rank {rank}; the node of rank 0 writes the checkpoint"]
     if rank == 0:
         final_model = module.model if hasattr(module, "model") else model
         train = {"steps": step, "final_loss": last_loss, "seed": seed, "batch_size": plan.batch, "lr": plan.lr,
@@ -360,6 +378,28 @@ def _run(args: dict) -> dict:
 def _config_key(config) -> str:
     """The builder config as one comparable string (a resumed run must use the same one)."""
     return json.dumps(config, sort_keys=True, default=str)
+
+
+def _state_of_run(path: Path, run_id: str | None) -> bool:
+    """Whether `path` holds a readable state saved by the run `run_id` (not an older run's)."""
+    import torch
+    if run_id is None or not path.is_file():
+        return False
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(st, dict) and st.get("run_id") == run_id
+
+
+def _agreed(value: bool, world: int) -> bool:
+    """Rank 0's answer, on every rank."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
 
 
 def _load_state_file(path: Path, loaded) -> tuple[dict | None, str | None]:
@@ -430,34 +470,42 @@ def _allreduce_grads(module, world: int) -> None:
             p.grad /= world
 
 
-def launch_distributed(args: dict, nproc: int) -> dict:
-    """Re-run this loop under torch.distributed.run with `nproc` processes; returns rank 0's summary."""
+def launch_distributed(args: dict, nproc: int, launch=None) -> dict:
+    """Re-run this loop under torch.distributed.run with `nproc` processes on this machine, joined
+    to the other nodes by torchrun's rendezvous (`launch`, a distributed.Launch); returns this
+    node's first worker's summary (rank 0's on the node that writes --out)."""
+    import tempfile
+    import uuid
+
     from zoo.checkpoint import run_lock
-    from zoo.errors import ZooError
+    from zoo.training.distributed import Launch
+
+    launch = launch or Launch()
     out = Path(args["out"])
+    # marks the states this run saves: a restarted worker resumes from them, never from an older run's
+    args = {**args, "run_id": uuid.uuid4().hex}
+    if not launch.writes:   # node 0 owns --out; this node's files live in a temporary folder
+        with tempfile.TemporaryDirectory(prefix="zoo-finetune-") as tmp:
+            return _launch(args, nproc, Path(tmp), launch, None)
     _check_out(args)
     with run_lock(out):   # held for the workers, which skip their own check (LOCKED_ENV)
         _check_out(args)
-        return _launch(args, nproc, out)
+        return _launch(args, nproc, out / ".train", launch, out)
 
 
-def _launch(args: dict, nproc: int, out: Path) -> dict:
+def _launch(args: dict, nproc: int, spec_dir: Path, launch, locked: Path | None) -> dict:
     from zoo.errors import ZooError
-    spec = out / ".train" / "launch.json"
+    from zoo.training.distributed import torchrun
+    spec = spec_dir / "launch.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(args))
-    summary_path = out / ".train" / "summary.json"
+    summary_path = spec_dir / "summary.json"
     summary_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone",
-           "-m", "zoo.training.loop", str(spec), str(summary_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           LOCKED_ENV: str(out.absolute()), PARENT_ENV: str(os.getpid())}
-    done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
-    if done.returncode != 0 or not summary_path.is_file():
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        zoo_lines = [ln for ln in lines if ln.startswith("zoo: ")]
-        raise ZooError(zoo_lines[-1][5:] if zoo_lines else
-                       f"distributed fine-tune failed (exit {done.returncode}): {lines[-1] if lines else ''}")
+    env = {PARENT_ENV: str(os.getpid()), **({LOCKED_ENV: str(locked.absolute())} if locked else {})}
+    torchrun(launch.flags(nproc), "zoo.training.loop", [str(spec), str(summary_path)], env,
+             preexec_fn=_die_with_parent)
+    if not summary_path.is_file():
+        raise ZooError("distributed fine-tune failed: the workers ended without a summary")
     return json.loads(summary_path.read_text())
 
 
@@ -509,8 +557,9 @@ def _main(argv: list[str]) -> int:
     except ZooError as err:
         print(f"zoo: {err}", file=sys.stderr)
         return err.exit_code
-    if int(os.environ.get("RANK", "0")) == 0:
-        summary_path.write_text(json.dumps(summary, default=str))
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:   # one summary per node
+        from zoo._io import atomic_write_text
+        atomic_write_text(summary_path, json.dumps(summary, default=str))
     return 0
 
 

@@ -70,7 +70,10 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
              save_every: int | None = None, pretrained: bool | None = None, hub: str | None = None,
              progress: bool = True, device: str | None = None, accumulate: int = 1,
-             options: dict | None = None) -> dict:
+             launch: dict | None = None, options: dict | None = None) -> dict:
+    """Train `name` into the run folder `out`. `launch` joins torchrun's rendezvous past one machine
+    (nnodes, node_rank, master_addr, master_port, rdzv_endpoint, rdzv_backend, rdzv_id) and sets
+    `max_restarts` (a restarted worker group resumes from the run's last saved state)."""
     from zoo.loading import resolve_device
     from zoo.options import combine, validate
     import zoo.registry as reg
@@ -89,6 +92,12 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
     _check_numbers(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, accumulate=accumulate,
                    save_every=save_every, nproc_per_node=nproc_per_node)
     dev = resolve_device(device)   # an unavailable device fails here, before any data work
+    from zoo.training.distributed import Launch
+    rendezvous = Launch.of(**(launch or {}))
+    if rendezvous.multi_node and out is None:
+        from zoo.errors import ConfigError
+        raise ConfigError(f"--nnodes {rendezvous.nnodes} needs --out: the run folder every node names "
+                          f"(node 0 writes it)")
     notes = []
     if pretrained is None:
         pretrained, note = default_pretrained(name, dataset, data)
@@ -107,7 +116,8 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
 
     from zoo.training import loop
     t0 = time.perf_counter()
-    res = loop.launch_distributed(args, nproc_per_node) if nproc_per_node > 1 else loop.run(args)
+    distributed = nproc_per_node > 1 or rendezvous.needed
+    res = loop.launch_distributed(args, nproc_per_node, rendezvous) if distributed else loop.run(args)
     _record_provenance(Path(out), args, dev, nproc_per_node, time.perf_counter() - t0)
     return {**res, "pretrained": pretrained, **({"notes": notes} if notes else {})}
 
