@@ -115,6 +115,23 @@ def test_all_json_skips_slow_ones(tmp_path):
     assert set(by) == {n for n in by if n.startswith("deeponet.")}
 
 
+def test_max_seconds_skips_a_checkpoint_whose_recorded_eval_is_slower(tmp_path):
+    path = _registry_with(tmp_path, _sub_in_block(r"seconds: 0\.7\}", "seconds: 30.0}"))
+    r = run_zoo("verify", "deeponet*", "--all", "--max-seconds", "5", "--json", env={"ZOO_REGISTRY": str(path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    by = {x["checkpoint"]: x for x in json.loads(r.stdout)["results"]}
+    assert by[NAME]["status"] == "SKIP" and "30" in by[NAME]["reason"] and "> 5" in by[NAME]["reason"]
+    assert by["deeponet.darcy"]["status"] == "PASS"
+
+
+def test_every_recorded_eval_has_its_time():
+    """CI's `zoo verify --all --max-seconds 60` picks checkpoints by their recorded eval time."""
+    import zoo.registry as reg
+    untimed = [f"{n}.{t}" for n, e in reg.load_registry().models.items() for t, ck in e.checkpoints.items()
+               if ck.eval is not None and ck.eval.seconds is None]
+    assert not untimed, f"eval records without seconds: {untimed}"
+
+
 def test_model_index_for_the_card():
     from zoo.verbs.verify import model_index
     mi = model_index(NAME)
