@@ -74,3 +74,22 @@ def test_train_reports_samples_per_second_and_the_data_share(cache_env, monkeypa
     assert row["gflops"] > 0 and 0 < row["fraction_of_peak"] < 1.5
     off = zoo.bench("deeponet.antiderivative", train=True, repeats=2, warmup=1, batch_size=8, data=False)
     assert "data_share" not in off["results"][0]
+
+
+def test_backends_are_timed_in_one_run_each_with_its_fraction_of_peak(cache_env, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE", cache_env["ZOO_CACHE"])
+    res = zoo.bench("deeponet.antiderivative", backend="eager,onnxruntime", repeats=3, warmup=1)
+    eager, ort = res["results"]
+    assert (eager["backend"], ort["backend"]) == ("eager", "onnxruntime")
+    assert ort["parity_max_abs"] is not None and ort["parity_max_abs"] < 1e-3
+    assert ort["gflops"] == eager["gflops"] and 0 < ort["fraction_of_peak"] < 1.5
+    assert ort["peak_mb"] is None   # onnxruntime's allocations are not torch's to count
+    (ratio,) = [v for k, v in res["ratios"].items() if "onnxruntime / eager" in k]
+    assert ratio == pytest.approx(ort["p50_ms"] / eager["p50_ms"], rel=1e-9)
+
+
+def test_bad_backend_and_train_with_a_backend_are_one_line_errors(cache_env):
+    done = run_zoo("bench", "deeponet", "--backend", "onnxruntim", env=cache_env)
+    assert done.returncode == 2 and "did you mean 'onnxruntime'" in done.stderr and "Traceback" not in done.stderr
+    done = run_zoo("bench", "deeponet", "--backend", "onnxruntime", "--train", env=cache_env)
+    assert done.returncode != 0 and "--backend is for inference" in done.stderr and "Traceback" not in done.stderr

@@ -136,10 +136,13 @@ def export(name: str, format: str = "onnx", *, out: str | Path | None = None, fu
 
 
 def bench(name: str, *, compare: str | None = None, train: bool = False, hub: str | None = None,
-          device: str | None = None, fuse: bool = True, **options) -> dict:
-    """Params, FLOPs, latency, throughput and peak memory (and ratios against `compare`)."""
+          device: str | None = None, fuse: bool = True, backend: str | list[str] = "eager", **options) -> dict:
+    """Params, FLOPs, latency, throughput, peak memory and the fraction of the machine's peak FLOP
+    rate, per backend (`"eager,onnxruntime"` or a list: all in one interleaved run), and ratios
+    against `compare`."""
     from zoo.verbs.bench import bench as _bench
-    return _bench(name, compare=compare, train=train, hub=hub, device=device, fuse=fuse, options=options)
+    return _bench(name, compare=compare, train=train, hub=hub, device=device, fuse=fuse, options=options,
+                  backend=backend)
 
 
 def verify(name: str | None = None, *, all: bool = False, hub: str | None = None, device: str | None = None,

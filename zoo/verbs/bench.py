@@ -11,6 +11,7 @@ import time
 
 from pydantic import Field
 
+from zoo.errors import ConfigError
 from zoo.options import Options
 from zoo.tasks.base import Reparameterisable
 
@@ -139,11 +140,11 @@ def _shapes(args) -> list:
 
 
 class _Subject:
-    def __init__(self, name, train, hub, raw_options, device, fuse):
+    def __init__(self, name, train, hub, raw_options, device, fuse, backend: str = "eager", loaded=None):
         import torch
 
         from zoo.loading import load, options_for
-        self.loaded = load(name, pretrained=True, hub=hub, device=device)
+        self.loaded = loaded or load(name, pretrained=True, hub=hub, device=device)
         options = options_for(self.loaded, "bench", raw_options, BenchOptions)
         if not train:
             options.setdefault("batch_size", 1)   # latency of one sample unless asked
@@ -151,8 +152,9 @@ class _Subject:
         self.name = self.loaded.full_name
         self.model = self.loaded.model
         task = self.loaded.task
-        fused = not train and fuse and isinstance(self.model, Reparameterisable)
-        if fused:
+        # eager fuses here; other backends get the unfused model and fuse a copy in zoo.backends
+        fused = not train and fuse and backend == "eager" and isinstance(self.model, Reparameterisable)
+        if fused and not getattr(self.model, "fused", False):
             self.model = self.model.fuse() or self.model
         self.params = sum(p.numel() for p in self.model.parameters())
         self.config = effective_config(self.loaded)
@@ -179,7 +181,17 @@ class _Subject:
             self.args = tuple(to_device(tuple(task.example_input(self.model, options)), device))
             self.inputs = _shapes(self.args)
             self.n = int(self.args[0].shape[0])
-            self.flops = count_flops(self.model, self.args)
+            self.flops = count_flops(self.model, self.args)   # the graph's FLOPs, whoever runs it
+            self.parity = None
+            if backend != "eager":
+                import zoo.backends as backends
+                task_opts = {k: v for k, v in options.items() if k not in ("repeats", "warmup", "data")}
+                prepared = backends.prepare(self.loaded, backend=backend, options=task_opts, fuse=fuse, quiet=True)
+                self.model, self.backend, self.parity = prepared, prepared.backend, prepared.parity
+                if prepared.fallback_reason:
+                    self.notes.append(f"{backend} fell back to eager: {prepared.fallback_reason}")
+                elif backend == "auto":
+                    self.notes.append(f"auto picked {prepared.backend}")
 
     def _open_train_set(self, options):
         """The training set the fine-tune loop would read; without one, the example batch alone."""
@@ -239,15 +251,32 @@ def _batch_len(batch) -> int:
     return 1
 
 
+def backend_list(backend) -> list[str]:
+    """`eager`, `onnxruntime,openvino` or a list of names -> checked names, in order, no repeats."""
+    import zoo.backends as backends
+    names = backend if isinstance(backend, (list, tuple)) else str(backend or "eager").split(",")
+    out = []
+    for b in (n.strip() for n in names):
+        if b and b not in out:
+            out.append(backends.check_name(b))
+    return out or ["eager"]
+
+
 def bench(name: str, *, compare: str | None = None, train: bool = False, hub=None, device: str | None = None,
-          fuse: bool = True, options: dict | None = None) -> dict:
+          fuse: bool = True, options: dict | None = None, backend="eager") -> dict:
     import torch
 
     from zoo.loading import resolve_device
+    blist = backend_list(backend)
+    if train and blist != ["eager"]:
+        raise ConfigError("--train measures PyTorch training steps; --backend is for inference")
     dev = resolve_device(device)
-    subjects = [_Subject(name, train, hub, options, dev, fuse)]
-    if compare:
-        subjects.append(_Subject(compare, train, hub, options, dev, fuse))
+    subjects: list[_Subject] = []
+    for n in [name] + ([compare] if compare else []):
+        loaded = None
+        for b in blist:   # one load per model; each backend a subject of its own, all interleaved
+            subjects.append(_Subject(n, train, hub, options, dev, fuse, backend=b, loaded=loaded))
+            loaded = subjects[-1].loaded
     repeats = int(subjects[0].options.get("repeats", 30))
     warmup = int(subjects[0].options.get("warmup", 5))
     for s in subjects:
@@ -269,10 +298,14 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
         ts = sorted(ts)
         p50 = statistics.median(ts)
         p90 = ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
+        in_torch = s.backend in ("eager", "fused", "compile")
         row = {"model": s.name, "backend": s.backend, "params": s.params,
                "gflops": s.flops / 1e9 if s.flops is not None else None,
                "p50_ms": p50 * 1e3, "p90_ms": p90 * 1e3, "throughput": s.n / p50,
-               "peak_mb": peak_memory_mb(s.step, dev), "batch": s.n}
+               # another runtime's allocations are invisible to torch's counters: no number, not 0
+               "peak_mb": peak_memory_mb(s.step, dev) if in_torch else None, "batch": s.n}
+        if getattr(s, "parity", None) is not None:
+            row["parity_max_abs"] = s.parity
         # the yardstick: the time this many FLOPs take at the machine's measured GEMM peak
         row["peak_ms"] = s.flops / peak["flops"] * 1e3 if s.flops is not None else None
         row["fraction_of_peak"] = row["peak_ms"] / row["p50_ms"] if row["peak_ms"] is not None else None
@@ -288,13 +321,22 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
             row["notes"] = list(s.notes)
         results.append(row)
     ratios, warnings = {}, []
+    k = len(blist)
+    for i in range(1, k):   # each backend against the first one asked for, same model, same run
+        for j in range(0, len(results), k):
+            base, other = results[j], results[j + i]
+            ratios[f"latency {other['model']} {other['backend']} / {base['backend']} (p50)"] = \
+                other["p50_ms"] / base["p50_ms"]
     if compare:
-        a, b = results
-        ratios[f"latency {a['model']} / {b['model']} (p50)"] = a["p50_ms"] / b["p50_ms"]
+        for i in range(k):
+            a, b = results[i], results[k + i]
+            tail = f", {a['backend']}" if k > 1 else ""
+            ratios[f"latency {a['model']} / {b['model']} (p50{tail})"] = a["p50_ms"] / b["p50_ms"]
+        a, b = results[0], results[k]
         ratios[f"params {a['model']} / {b['model']}"] = a["params"] / b["params"]
         if a["peak_mb"] and b["peak_mb"]:
             ratios[f"peak memory {a['model']} / {b['model']}"] = a["peak_mb"] / b["peak_mb"]
-        diffs = config_mismatch(subjects[0].config, subjects[1].config, subjects[0].inputs, subjects[1].inputs)
+        diffs = config_mismatch(subjects[0].config, subjects[k].config, subjects[0].inputs, subjects[k].inputs)
         if diffs:
             warnings.append(f"{a['model']} and {b['model']} differ in " + "; ".join(diffs)
                             + ": the ratios measure that difference too, not the method alone")
