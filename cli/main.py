@@ -217,17 +217,29 @@ def eval_(name: str,
           labels: Optional[str] = typer.Option(None, "--labels", help="segmentation: the label file of --data"),
           nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="shard the set over this many processes "
                                              "(torchrun; the same metrics as one)"),
+          backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, or auto "
+                                      "(the fastest measured here, cached); parity-checked, falls back to eager"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
     res = api.evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device,
-                       nproc_per_node=nproc_per_node,
+                       nproc_per_node=nproc_per_node, backend=backend,
                        **_options(option, batch_size=batch_size, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det,
                                   nms=nms, labels=labels))
     if as_json:
         _print_json(res)
     else:
         out.print(_metrics_table(f"{res['model']} on {res['dataset']} ({res['split']})", res["metrics"]))
+        if backend != "eager":
+            _backend_line(res)
+
+
+def _backend_line(res: dict) -> None:
+    """Which backend ran, how close it is to eager, and why it fell back if it did."""
+    line = f"backend: {res.get('backend')} (parity vs eager: max abs {res.get('parity') or 0:.3g})"
+    if res.get("fallback_reason"):
+        line += f"; {res.get('requested')} fell back: {res['fallback_reason']}"
+    out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -247,12 +259,14 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             task_id: Optional[str] = typer.Option(None, "--task-id", help="multi-task: which sub-task's head"),
             pair: Optional[str] = typer.Option(None, "--pair", help="text classification: a second text; prints "
                                                "each preference head's P(second preferred)"),
+            backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, or auto "
+                                        "(the fastest measured here, cached); parity-checked, falls back to eager"),
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
     from zoo.verbs.predict import AUTO
     res = api.predict(name, input, dataset=dataset, data=data, save=None if no_save else (save or AUTO), hub=hub,
-                      device=device,
+                      device=device, backend=backend,
                       **_options(option, steps=steps, max_new_tokens=max_new_tokens, conf=conf, iou=iou,
                                  imgsz=imgsz, max_det=max_det, nms=nms, task_id=task_id, pair=pair))
     if as_json:
@@ -332,13 +346,28 @@ def finetune(name: str,
              aux_depth: Optional[int] = typer.Option(None, "--aux-depth"),
              imgsz: Optional[int] = typer.Option(None, "--imgsz"),
              accumulate: int = typer.Option(1, "--accumulate", help="micro-batches per optimiser step"),
+             nnodes: Optional[str] = typer.Option(None, "--nnodes", help="machines in the job (MIN:MAX with "
+                                                  "--rdzv-endpoint for an elastic one)"),
+             node_rank: Optional[int] = typer.Option(None, "--node-rank", help="this machine's rank (0 writes --out)"),
+             master_addr: Optional[str] = typer.Option(None, "--master-addr", help="node 0's address (static "
+                                                       "rendezvous)"),
+             master_port: Optional[int] = typer.Option(None, "--master-port", help="a free port on node 0"),
+             rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of an elastic "
+                                                         "rendezvous"),
+             rdzv_backend: Optional[str] = typer.Option(None, "--rdzv-backend", help="c10d (default with "
+                                                        "--rdzv-endpoint), static, etcd"),
+             rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="job id, the same on every node"),
+             max_restarts: Optional[int] = typer.Option(None, "--max-restarts", help="restart failed workers this "
+                                                        "often; they resume from the last saved state"),
              device: Optional[str] = DeviceOpt,
              hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Train a model on a dataset into a checkpoint folder; resumable, seeded, DDP-ready."""
+    launch = dict(nnodes=nnodes, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                  rdzv_endpoint=rdzv_endpoint, rdzv_backend=rdzv_backend, rdzv_id=rdzv_id, max_restarts=max_restarts)
     res = api.finetune(name, dataset=dataset, out=out_dir, data=data, steps=steps, epochs=epochs,
                        batch_size=batch_size, lr=lr, seed=seed, resume=resume, nproc_per_node=nproc_per_node,
                        save_every=save_every, pretrained=pretrained, hub=hub, progress=not as_json,
-                       device=device, accumulate=accumulate,
+                       device=device, accumulate=accumulate, launch={k: v for k, v in launch.items() if v is not None},
                        **_options(option, method=method, local_blocks=local_blocks, aux_depth=aux_depth, imgsz=imgsz))
     if as_json:
         _print_json(res)
@@ -357,7 +386,9 @@ def finetune(name: str,
 
 @app.command()
 def export(name: str,
-           format: str = typer.Option("onnx", "--format", "-f", help="onnx, torchscript, pt2 or safetensors"),
+           format: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino, torchscript, pt2 or safetensors"),
+           int8: bool = typer.Option(False, "--int8", help="onnx/openvino: static int8 quantisation calibrated on the "
+                                     "task's data; refused past the task's metric tolerance"),
            out_path: Optional[Path] = typer.Option(None, "--out"),
            no_fuse: bool = typer.Option(False, "--no-fuse", help="keep re-parameterisable branches"),
            imgsz: Optional[int] = typer.Option(None, "--imgsz"),
@@ -366,7 +397,7 @@ def export(name: str,
            hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Export, load back with the format's own runtime, and check parity."""
     with _working(f"exporting {name} to {format}, then loading it back for the parity check ..."):
-        res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub, device=device,
+        res = api.export(name, format, out=out_path, fuse=not no_fuse, hub=hub, device=device, int8=int8,
                          **_options(option, imgsz=imgsz, resolution=resolution))
     if as_json:
         _print_json(res)
@@ -376,6 +407,11 @@ def export(name: str,
               f"(tolerance atol {res['atol']:g} + rtol {res['rtol']:g})")
     for note in res.get("notes", []):
         out.print(f"note: {note}")
+    q = res.get("int8")
+    if q:
+        out.print(f"int8 -> {q['path']} ({q['size_mb']:.2f} MB): {q['metric']} fp32 eager {q['before']:.4g}, "
+                  f"int8 {q['runtime']} {q['after']:.4g} (change {q['change']:+.4g}, allowed {q['allowed']})",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -24,7 +24,7 @@ RUNGS = [
     {"zoo.tasks"},
     {"zoo.hub"},
     {"zoo.loading"},
-    {"zoo.training", "zoo.converters"},
+    {"zoo.training", "zoo.converters", "zoo.backends"},
     {"zoo.verbs"},
     {"zoo.api", "zoo"},
     {"cli"},

@@ -94,20 +94,22 @@ def convert(name: str, src: str | Path, out: str | Path) -> Path:
 
 
 def evaluate(name: str, *, dataset: str | None = None, data: str | None = None, split: str = "test",
-             hub: str | None = None, device: str | None = None, nproc_per_node: int = 1, **options) -> dict:
+             hub: str | None = None, device: str | None = None, nproc_per_node: int = 1, backend: str = "eager",
+             **options) -> dict:
     """Metrics of a checkpoint on a dataset (or the user's own file with `data`); nproc_per_node > 1
     shards the set over torchrun processes (the same metrics)."""
     from zoo.verbs.evaluate import evaluate as _evaluate
     return _evaluate(name, dataset=dataset, data=data, split=split, hub=hub, device=device, options=options,
-                     nproc_per_node=nproc_per_node)
+                     nproc_per_node=nproc_per_node, backend=backend)
 
 
 def predict(name: str, input: str | None = None, *, dataset: str | None = None, data: str | None = None,
             save: str | Path | None = None, hub: str | None = None, device: str | None = None,
-            **options) -> dict:
+            backend: str = "eager", **options) -> dict:
     """Run a checkpoint on one input and (with `save`) draw the result."""
     from zoo.verbs.predict import predict as _predict
-    return _predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device, options=options)
+    return _predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device, options=options,
+                    backend=backend)
 
 
 def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = None, data: str | None = None,
@@ -128,11 +130,13 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
 
 
 def export(name: str, format: str = "onnx", *, out: str | Path | None = None, fuse: bool = True,
-           hub: str | None = None, pretrained: bool = True, device: str | None = None, **options) -> dict:
-    """Write `format`, load it back with its own runtime and check parity with PyTorch."""
+           hub: str | None = None, pretrained: bool = True, device: str | None = None, int8: bool = False,
+           **options) -> dict:
+    """Write `format`, load it back with its own runtime and check parity with PyTorch (int8: quantise,
+    calibrated on the task's data, and refuse past the task's metric tolerance)."""
     from zoo.verbs.export import export as _export
     return _export(name, format, out=out, fuse=fuse, hub=hub, pretrained=pretrained, device=device,
-                   options=options)
+                   options=options, int8=int8)
 
 
 def bench(name: str, *, compare: str | None = None, train: bool = False, hub: str | None = None,

@@ -412,8 +412,9 @@ class _Base:
         abs_err, rel_err, scale = output_errors(self.ref, got)
         if abs_err > atol + rtol * scale:
             raise ExportError(f"output drifts from eager: max abs error {abs_err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
-        prepared = Prepared(self.model, backend, _Structured(runner, self.ref_out), self.method,
-                            parity=abs_err, detail=detail)
+        prepared = Prepared(self.model, backend, _Structured(runner, self.ref_out, getattr(self.model, self.method),
+                                                             f"backend {backend} for {self.name}"),
+                            self.method, parity=abs_err, detail=detail)
         if callable(getattr(type(self.model), "detect", None)) and "detect" in _protocol_members(self.task):
             with torch.inference_mode():
                 ref_k, got_k = self.model.detect(*self.args), prepared.detect(*self.args)
@@ -438,13 +439,23 @@ class _Tensors:
 
 
 class _Structured:
-    """A runner's flat tensors put back into the structure eager returns (dicts, tuples, ...)."""
+    """A runner's flat tensors put back into the structure eager returns (dicts, tuples, ...). An
+    input the backend cannot take (a shape its graph was not exported for) runs eager from then on,
+    said once in one line."""
 
-    def __init__(self, runner, ref_out):
-        self.runner, self.ref_out = runner, ref_out
+    def __init__(self, runner, ref_out, eager: Callable, label: str):
+        self.runner, self.ref_out, self.eager, self.label = runner, ref_out, eager, label
+        self.failed: str | None = None
 
     def __call__(self, *args):
-        return _rebuild(self.ref_out, self.runner(*args))
+        if self.failed is None:
+            try:
+                return _rebuild(self.ref_out, self.runner(*args))
+            except Exception as exc:   # never a traceback mid-evaluation: eager gives the same answer
+                self.failed = " ".join(str(exc).split())[:200] or type(exc).__name__
+                _say(f"{self.label}: input {[tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]} "
+                     f"failed on the backend ({self.failed}); running eager from here")
+        return self.eager(*args)
 
     def __deepcopy__(self, memo):
         return self
@@ -453,6 +464,62 @@ class _Structured:
 def _protocol_members(task) -> set:
     proto = task.model_protocol
     return set(getattr(proto, "__protocol_attrs__", ()) or [k for k in vars(proto) if not k.startswith("_")])
+
+
+def from_file(loaded, path: str | Path, runtime: str = "onnxruntime", *, options: dict | None = None,
+              fuse: bool = True) -> Prepared:
+    """The model with its deploy method run from an existing ONNX file (an int8 one, say) by
+    onnxruntime or OpenVINO. Parity against eager is measured and reported (`.parity`), not enforced:
+    the caller judges the file by the task's metric."""
+    base = _Base(loaded, None, options or {}, fuse)
+    runner = (_OrtRunner if runtime == "onnxruntime" else _OpenVinoRunner)(Path(path))
+    abs_err, _, _ = output_errors(base.ref, runner(*base.args))
+    return Prepared(base.model, runtime, _Structured(runner, base.ref_out, getattr(base.model, base.method),
+                                                     f"{runtime} {Path(path).name}"),
+                    base.method, parity=abs_err, detail={"onnx": str(path)})
+
+
+class _Enough(Exception):
+    pass
+
+
+def record_inputs(loaded, dataset, options: dict, batches: int = 32, fuse: bool = True) -> list[tuple]:
+    """The inputs (numpy arrays) the backend would see in the task's own evaluation of `dataset`,
+    up to `batches` calls: calibration data for static quantisation, batched as the task batches."""
+    import numpy as np
+    base = _Base(loaded, None, options, fuse)
+    eager = getattr(base.model, base.method)
+    seen: list[tuple] = []
+
+    def record(*args):
+        seen.append(tuple(np.ascontiguousarray(_numpy(a)) for a in args))
+        if len(seen) >= batches:
+            raise _Enough
+        return eager(*args)
+    stand_in = Prepared(base.model, "eager", record, base.method)
+    try:
+        with torch.inference_mode():
+            base.task.evaluate(stand_in, dataset, options)
+    except _Enough:
+        pass
+    return seen
+
+
+def check_name(backend: str) -> str:
+    """An unknown backend is refused in one line with the closest names (exit 2)."""
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", str(backend), BACKENDS)
+    return backend
+
+
+def for_verb(loaded, backend: str, options: dict):
+    """(the model as `backend` runs it, what a verb's JSON reports about it) for eval and predict.
+    Eager, or a backend that fell back, is the loaded model itself, untouched."""
+    check_name(backend)
+    if backend == "eager":
+        return loaded.model, {"backend": "eager", "parity": 0.0}
+    prepared = prepare(loaded, loaded.task, backend, options=options, fuse=bool(options.get("fuse", True)))
+    return (loaded.model if prepared.backend == "eager" else prepared), prepared.summary()
 
 
 def prepare(loaded_or_model, task=None, backend: str = "eager", *, device=None, cache_dir=None,
@@ -466,8 +533,7 @@ def prepare(loaded_or_model, task=None, backend: str = "eager", *, device=None, 
     that drifts or cannot be built falls back to eager, with one line on stderr and the reason in
     `.fallback_reason`. `auto` times `candidates` (default: every available backend) and caches the
     fastest that passes parity per model and machine."""
-    if backend not in BACKENDS:
-        raise UnknownNameError("backend", str(backend), BACKENDS)
+    check_name(backend)
     if device is not None:
         from zoo.loading import resolve_device
         dev = resolve_device(device)

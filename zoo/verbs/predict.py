@@ -110,20 +110,25 @@ def input_files(input: str | None, suffixes: tuple[str, ...]) -> list[Path] | No
 
 def predict(name: str, input: str | None = None, *, dataset: str | None = None, data: str | None = None,
             save: str | Path | None = None, hub: str | None = None, device: str | None = None,
-            options: dict | None = None) -> dict:
+            options: dict | None = None, backend: str = "eager") -> dict:
+    from zoo.backends import check_name
+    check_name(backend)
     with image_pixel_limit():
         return _predict(name, input, dataset=dataset, data=data, save=save, hub=hub, device=device,
-                        options=options)
+                        options=options, backend=backend)
 
 
-def _predict(name: str, input: str | None, *, dataset, data, save, hub, device, options) -> dict:
+def _predict(name: str, input: str | None, *, dataset, data, save, hub, device, options, backend) -> dict:
+    from zoo.backends import for_verb
     loaded = load(name, dataset=dataset, hub=hub, require_weights=not is_checkpoint_dir(name), device=device)
     opts = options_for(loaded, "predict", options, PredictOptions)
     task = loaded.task
+    # the backend sees the options the task will run with (image size, batch), not the sample split
+    model, run = for_verb(loaded, backend, {k: v for k, v in opts.items() if k != "split"})
     files = input_files(input, task.input_suffixes)
     stem = Path(loaded.full_name).name
     if files is not None:
-        return _predict_many(loaded, files, save, stem, opts)
+        return {**_predict_many(loaded, model, files, save, stem, opts), **run}
     ds = None
     if dataset or data or (input is None and loaded.dataset):
         ds, _ = dataset_for(loaded, dataset, data, opts.pop("split", "test"), opts)
@@ -135,11 +140,11 @@ def _predict(name: str, input: str | None, *, dataset, data, save, hub, device, 
         save = next_numbered_dir(RUNS, stem) / picture_name
     elif save:
         save = picture_path(Path(save), picture_name)
-    out = task.predict(loaded.model, input, ds, Path(save) if save else None, opts)
-    return {"model": loaded.full_name, **out, **({"saved": str(save)} if save else {})}
+    out = task.predict(model, input, ds, Path(save) if save else None, opts)
+    return {"model": loaded.full_name, **out, **({"saved": str(save)} if save else {}), **run}
 
 
-def _predict_many(loaded, files: list[Path], save, stem: str, opts: dict) -> dict:
+def _predict_many(loaded, model, files: list[Path], save, stem: str, opts: dict) -> dict:
     """Each file of a folder or glob, with a picture each in one folder; progress on stderr."""
     from zoo.progress import progress
 
@@ -158,6 +163,6 @@ def _predict_many(loaded, files: list[Path], save, stem: str, opts: dict) -> dic
         picture = folder / f"{f.stem}.png" if folder else None
         if picture is not None and picture.exists() and save != AUTO:
             raise DataError(f"{picture}: exists; choose another --save folder (nothing is overwritten)")
-        results.append(loaded.task.predict(loaded.model, str(f), None, picture, opts))
+        results.append(loaded.task.predict(model, str(f), None, picture, opts))
     return {"model": loaded.full_name, "inputs": len(files), "results": results,
             **({"saved": str(folder)} if folder else {})}

@@ -1,0 +1,163 @@
+"""Inference backends (zoo.backends): parity-checked stand-ins for the model, one-line fallback,
+`auto`'s cached choice, and `zoo eval/predict --backend`."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo.backends as backends
+from zoo.errors import UnknownNameError
+from zoo.loading import load
+
+from conftest import run_zoo
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module (ZOO_CACHE/backends): a model's ONNX file is exported once and reused."""
+    return tmp_path_factory.mktemp("zoo-cache") / "backends"
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load("deeponet.antiderivative", device="cpu")
+
+
+def _one_line(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("backend ")]
+
+
+def test_onnxruntime_stands_in_for_the_model(loaded, cache):
+    p = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    assert p.backend == "onnxruntime" and p.fallback_reason is None
+    assert 0 <= p.parity < 1e-4
+    # the model's own attributes come through, and any batch / number of points runs
+    assert p.branch_input == loaded.model.branch_input
+    u, x = torch.rand(3, 100), torch.rand(3, 37, 1)
+    with torch.inference_mode():
+        want, got = loaded.model(u, x), p(u, x)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    # the file is cached by model, weights and shape: a second prepare reuses it
+    files = list((cache / "onnx").glob("*.onnx"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime_ns
+    backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    assert files[0].stat().st_mtime_ns == mtime
+
+
+def test_a_drifting_backend_falls_back_with_one_line(loaded, cache, monkeypatch, capsys):
+    backends.prepare(loaded, None, "onnxruntime", cache_dir=cache, quiet=True)   # the file, before the patch
+    capsys.readouterr()
+    real = backends._OrtRunner.__call__
+    monkeypatch.setattr(backends._OrtRunner, "__call__", lambda self, *a: [t + 1e-2 for t in real(self, *a)])
+    p = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    assert p.backend == "eager" and p.detail["requested"] == "onnxruntime"
+    assert "drifts from eager" in p.fallback_reason
+    err = capsys.readouterr().err
+    assert len(_one_line(err)) == 1 and "falling back to eager" in err
+    # the stand-in is then eager itself
+    u, x = loaded.task.example_input(loaded.model, {})
+    with torch.inference_mode():
+        assert torch.equal(p(u, x), loaded.model(u, x))
+
+
+def test_a_backend_that_cannot_build_falls_back(loaded, tmp_path, monkeypatch, capsys):
+    def broken(*a, **k):
+        raise RuntimeError("exporter exploded\nsecond line")
+    monkeypatch.setattr(backends, "write_onnx", broken)
+    p = backends.prepare(loaded, None, "openvino", cache_dir=tmp_path)
+    assert p.backend == "eager" and "exporter exploded second line" in p.fallback_reason
+    assert len(_one_line(capsys.readouterr().err)) == 1
+    assert not list(tmp_path.rglob("*.onnx"))   # nothing half-written left in the cache
+
+
+def test_a_runtime_failure_mid_run_goes_eager_in_one_line(loaded, cache, monkeypatch, capsys):
+    p = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    capsys.readouterr()
+
+    def fails(self, *a):
+        raise RuntimeError("shape not supported")
+    monkeypatch.setattr(backends._OrtRunner, "__call__", fails)
+    u, x = torch.rand(2, 100), torch.rand(2, 5, 1)
+    with torch.inference_mode():
+        assert torch.allclose(p(u, x), loaded.model(u, x))
+        p(u, x)
+    err = capsys.readouterr().err
+    assert err.count("running eager from here") == 1
+
+
+def test_unknown_backend_is_refused_with_the_closest_name(loaded):
+    with pytest.raises(UnknownNameError, match="did you mean 'onnxruntime'"):
+        backends.prepare(loaded, None, "onnxruntim")
+    done = run_zoo("eval", "deeponet.antiderivative", "--backend", "openvno")
+    assert done.returncode == 2 and "did you mean 'openvino'" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_auto_choice_is_cached_per_model_and_machine_and_reused(loaded, cache, monkeypatch, capsys):
+    timed = []
+    real = backends.time_backends
+
+    def spy(*a, **k):
+        timed.append(1)
+        return real(*a, budget_s=0.3, **{kk: v for kk, v in k.items() if kk != "budget_s"})
+    monkeypatch.setattr(backends, "time_backends", spy)
+    first = backends.prepare(loaded, None, "auto", cache_dir=cache, candidates=["eager", "onnxruntime"])
+    auto = first.detail["auto"]
+    assert first.backend == auto["choice"] in ("eager", "onnxruntime") and not auto["cached"]
+    assert set(auto["medians_ms"]) == {"eager", "onnxruntime"} and auto["machine"] == backends.machine_id()
+    record = json.loads(Path(auto["file"]).read_text())
+    assert Path(auto["file"]).parent == cache / "auto"
+    assert record["choice"] == first.backend
+    assert f"backend auto for deeponet.antiderivative: {first.backend}" in capsys.readouterr().err
+    second = backends.prepare(loaded, None, "auto", cache_dir=cache, candidates=["eager", "onnxruntime"])
+    assert len(timed) == 1, "the cached choice is reused, not timed again"
+    assert second.backend == first.backend and second.detail["auto"]["cached"]
+    assert "cached choice" in capsys.readouterr().err
+    # another machine (thread count) times again
+    monkeypatch.setattr(backends, "machine_id", lambda threads=None: "another cpu|threads=64")
+    backends.prepare(loaded, None, "auto", cache_dir=cache, candidates=["eager", "onnxruntime"], quiet=True)
+    assert len(timed) == 2
+
+
+def test_topk_parity_checks_boxes_not_only_tensors():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(1, 30, 2, generator=g) * 500
+    boxes = torch.cat((xy, xy + 40), -1)
+    scores = torch.linspace(0.9, 0.1, 30).reshape(1, 30, 1)
+    ref = torch.cat((boxes, scores, torch.zeros(1, 30, 1)), -1)
+    assert backends.topk_parity(ref, ref.clone())["ok"]
+    moved = ref.clone()
+    moved[0, 3, :4] += 15   # one confident box elsewhere: same scores, wrong box
+    res = backends.topk_parity(ref, moved)
+    assert not res["ok"] and res["min_iou"] < backends.TOPK_IOU
+    relabelled = ref.clone()
+    relabelled[0, 0, 5] = 1
+    assert not backends.topk_parity(ref, relabelled)["ok"]
+    # near-equal scores may swap places across runtimes: not a drift
+    tie = ref.clone()
+    tie[0, 5, 4] = tie[0, 6, 4] = 0.5
+    swapped = tie.clone()
+    swapped[0, [5, 6]] = tie[0, [6, 5]]
+    assert backends.topk_parity(tie, swapped)["ok"]
+
+
+def test_predict_reports_backend_and_parity(cache, monkeypatch):
+    import zoo
+    monkeypatch.setenv("ZOO_CACHE", str(cache.parent))
+    res = zoo.predict("deeponet.antiderivative", dataset="antiderivative", backend="onnxruntime",
+                      save=None)
+    assert res["backend"] == "onnxruntime" and 0 <= res["parity"] < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_eval_onnxruntime_matches_eager():
+    eager = run_zoo("eval", "deeponet.antiderivative", "--json")
+    ort = run_zoo("eval", "deeponet.antiderivative", "--backend", "onnxruntime", "--json")
+    assert eager.returncode == 0 and ort.returncode == 0, ort.stderr
+    e, o = json.loads(eager.stdout), json.loads(ort.stdout)
+    assert e["backend"] == "eager" and o["backend"] == "onnxruntime" and o["parity"] < 1e-4
+    assert o["metrics"]["rel_l2"] == pytest.approx(e["metrics"]["rel_l2"], rel=1e-3)
+    assert o["metrics"]["samples"] == e["metrics"]["samples"]
