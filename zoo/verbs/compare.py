@@ -133,16 +133,13 @@ class _Entry:
                 compiled(*self.args)   # compile now, so a failure is a note, not a crash mid-timing
             return lambda: compiled(*self.args)
         if b == "onnxruntime":
-            import onnxruntime as ort
-
+            from zoo.backends import onnx_session
             from zoo.verbs.export import export_loaded
             path = Path(tmp) / f"{len(list(Path(tmp).iterdir()))}.onnx"
             cpu = copy.copy(self.loaded)
             cpu.model = copy.deepcopy(model).cpu()
             export_loaded(cpu, "onnx", out=path, fuse=True, options={**opts, "batch_size": self.args[0].shape[0]})
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = torch.get_num_threads()
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            sess = onnx_session(path)   # this process's threads, spinning off (zoo.backends)
             feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(sess.get_inputs(), self.args)}
             return lambda: sess.run(None, feeds)
         raise UnknownNameError("backend", b, BACKENDS)
