@@ -182,7 +182,7 @@ def _eval_worker(args: dict) -> dict | None:
             return None
         return {"model": loaded.full_name, "dataset": dataset or str(args.get("data")),
                 "split": getattr(ds, "split", args.get("split", "test")), "metrics": metrics,
-                "world_size": world}
+                "backend": "eager", "world_size": world}
     finally:
         dist.destroy_process_group()
 
