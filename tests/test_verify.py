@@ -124,6 +124,17 @@ def test_max_seconds_skips_a_checkpoint_whose_recorded_eval_is_slower(tmp_path):
     assert by["deeponet.darcy"]["status"] == "PASS"
 
 
+def test_all_goes_on_past_a_checkpoint_that_no_longer_loads(tmp_path):
+    """Weights that fail their pin are that checkpoint's FAIL (one line), not the end of the run."""
+    path = _registry_with(tmp_path, _sub_in_block(r"model\.safetensors: [0-9a-f]{64}", "model.safetensors: " + "cd" * 32))
+    r = run_zoo("verify", "deeponet*", "--all", "--max-seconds", "5", "--json", env={"ZOO_REGISTRY": str(path)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    res = json.loads(r.stdout)
+    by = {x["checkpoint"]: x for x in res["results"]}
+    assert by[NAME]["status"] == "FAIL" and by[NAME]["reason"] and not res["ok"]
+    assert by["deeponet.darcy"]["status"] == "PASS"
+
+
 def test_every_recorded_eval_has_its_time():
     """CI's `zoo verify --all --max-seconds 60` picks checkpoints by their recorded eval time."""
     import zoo.registry as reg
