@@ -3,6 +3,7 @@ and compared with PyTorch on the task's example input. Past the tolerance: Expor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -193,15 +194,24 @@ def _judge(tolerance: dict, before: dict, after: dict) -> tuple[str, float, floa
     raise ConfigError(f"unknown int8 tolerance kind {kind!r} for {metric}")
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    import logging
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
     """Static int8 (QDQ, per-channel weights) of the exported model with onnxruntime's quantiser,
     calibrated on a few dozen batches of the task's training data; the eval set's metric is measured
     before (fp32 eager) and after (the int8 file in its runtime). Past the task's tolerance: ExportError,
     the fp32 file kept and no int8 file left."""
-    import logging
-
     import onnxruntime.quantization as oq
-    logging.getLogger().setLevel(logging.ERROR)   # the quantiser's advice goes to the root logger
 
     from zoo.backends import _Base, from_file, record_inputs
     from zoo.loading import dataset_for
@@ -239,10 +249,11 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
         # only the matrix products are quantised (their int8 kernels are where the time goes);
         # quantising adds, muls and activations as well costs accuracy for no speed (DeepONet:
         # rel_l2 0.0247 vs 0.0190)
-        oq.quantize_static(str(src), str(q_onnx), Reader(names), quant_format=oq.QuantFormat.QDQ,
-                           op_types_to_quantize=QUANTISED_OPS, per_channel=True,
-                           activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
-                           calibrate_method=oq.CalibrationMethod.MinMax)
+        with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
+            oq.quantize_static(str(src), str(q_onnx), Reader(names), quant_format=oq.QuantFormat.QDQ,
+                               op_types_to_quantize=QUANTISED_OPS, per_channel=True,
+                               activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
+                               calibrate_method=oq.CalibrationMethod.MinMax)
         runtime = "onnxruntime" if fmt == "onnx" else "openvino"
         int8_model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
         with torch.inference_mode():

@@ -1,0 +1,77 @@
+"""`zoo export --int8`: static quantisation calibrated on the task's data, judged by the task's metric
+on its eval set, refused past the task's tolerance with the fp32 file kept and no int8 file left."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import ConfigError
+from zoo.tasks import get_task
+from zoo.verbs.export import _judge, int8_path
+
+from conftest import run_zoo
+
+
+def test_tolerances_are_judged_in_the_metric_s_direction():
+    det = {"mAP50": ("drop", 0.01)}
+    assert _judge(det, {"mAP50": 0.80}, {"mAP50": 0.795})[-1]
+    assert not _judge(det, {"mAP50": 0.80}, {"mAP50": 0.785})[-1]
+    assert _judge(det, {"mAP50": 0.80}, {"mAP50": 0.83})[-1]   # a gain is fine
+    op = {"rel_l2": ("rel_increase", 0.05)}
+    metric, before, after, change, allowed, ok = _judge(op, {"rel_l2": 0.010}, {"rel_l2": 0.0104})
+    assert ok and change == pytest.approx(0.04) and "5%" in allowed
+    assert not _judge(op, {"rel_l2": 0.010}, {"rel_l2": 0.0106})[-1]
+    with pytest.raises(ConfigError):
+        _judge({"x": ("sideways", 1)}, {"x": 1}, {"x": 1})
+
+
+def test_the_tasks_declare_their_tolerances():
+    assert get_task("detection").int8_tolerance == {"mAP50": ("drop", 0.01)}
+    assert get_task("operator").int8_tolerance == {"rel_l2": ("rel_increase", 0.05)}
+    assert get_task("classification").int8_tolerance == {"top1": ("drop", 1.0)}
+    assert get_task("language-model").int8_tolerance == {}
+
+
+def test_int8_file_sits_beside_the_fp32_one():
+    assert int8_path(Path("exports/m.onnx")) == Path("exports/m.int8.onnx")
+    assert int8_path(Path("x/y.xml")) == Path("x/y.int8.xml")
+
+
+def test_a_task_without_a_tolerance_refuses_int8(tmp_path):
+    done = run_zoo("export", "gpt-mini.shakespeare", "--int8", "--out", str(tmp_path / "g.onnx"))
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("error: ") and "define no int8 tolerance" in last
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+
+
+def test_int8_is_refused_for_formats_without_it(tmp_path):
+    done = run_zoo("export", "deeponet.antiderivative", "--format", "torchscript", "--int8",
+                   "--out", str(tmp_path / "d.pt"))
+    assert done.returncode == 1 and "--int8 is for onnx and openvino" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_int8_classifier_within_tolerance(tmp_path):
+    """resnet32 on Fashion-MNIST (1000 test images): int8 keeps top-1 within a point."""
+    out = tmp_path / "r.onnx"
+    done = run_zoo("export", "resnet32.fashion-mnist", "--int8", "--out", str(out), "-o", "subset=1000", "--json")
+    assert done.returncode == 0, done.stderr
+    q = json.loads(done.stdout)["int8"]
+    assert out.is_file() and Path(q["path"]) == tmp_path / "r.int8.onnx" and Path(q["path"]).is_file()
+    assert q["metric"] == "top1" and q["before"] - q["after"] <= 1.0
+    assert q["metrics_int8"]["samples"] == q["metrics_fp32"]["samples"] == 1000
+    assert Path(q["path"]).stat().st_size < out.stat().st_size / 2   # int8 weights
+
+
+@pytest.mark.slow
+def test_int8_past_tolerance_is_refused_keeping_fp32_and_no_int8_file(tmp_path):
+    """DeepONet's 0.5 % relative L2 error grows several-fold under int8 activations: refused."""
+    out = tmp_path / "d.onnx"
+    done = run_zoo("export", "deeponet.antiderivative", "--int8", "--out", str(out))
+    assert done.returncode == 1, done.stdout
+    line = done.stderr.strip().splitlines()[-1]
+    assert "int8 deeponet.antiderivative refused: rel_l2" in line and "no int8 file written" in line
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
