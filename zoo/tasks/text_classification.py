@@ -262,8 +262,13 @@ class PairSampler(LossModule):
         epoch = max(1, n // len(index)) * len(index) if len(index) <= n else len(index)
         if self.seen >= epoch:
             pairs = self.pairs[0]
-            pairs.partner.copy_(disagreement_partners(self.scores, self.labels, pairs.partner))
+            new = disagreement_partners(self.scores, self.labels, pairs.partner)
+            changed = int((new != pairs.partner).sum())
+            pairs.partner.copy_(new)
             self.seen, self.resampled = 0, self.resampled + 1
+            if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+                print(f"note: informative pairs re-chosen by head disagreement after epoch {self.resampled}: "
+                      f"{changed} of {n} partners changed", file=sys.stderr)
 
     def get_extra_state(self):
         return {"scores": self.scores.clone(), "partner": self.pairs[0].partner.clone(),
