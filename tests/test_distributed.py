@@ -114,8 +114,12 @@ def test_rendezvous_arguments_reach_torchrun():
     elastic = Launch.of(nnodes="1:2", rdzv_endpoint="h:29400", max_restarts=3, rdzv_id="job").flags(2)
     assert {"--nnodes=1:2", "--rdzv-backend=c10d", "--rdzv-endpoint=h:29400", "--max-restarts=3",
             "--rdzv-id=job"} <= set(elastic)
-    assert not Launch.of().needed and Launch.of(max_restarts=1).needed and not Launch.of(nnodes=2, node_rank=1,
-                                                                                         master_addr="a", master_port=1).writes
+    assert not Launch.of().needed and Launch.of(max_restarts=1).needed
+    # who checks and locks --out: one node; node 0 of a static job; in an elastic job, rank 0 itself
+    assert Launch.of().writes and Launch.of(rdzv_endpoint="h:1", max_restarts=1).writes
+    assert Launch.of(nnodes=2, node_rank=0, master_addr="a", master_port=1).writes
+    assert not Launch.of(nnodes=2, node_rank=1, master_addr="a", master_port=1).writes
+    assert not Launch.of(nnodes=2, node_rank=0, rdzv_endpoint="h:1").writes
 
 
 @pytest.mark.parametrize("kw,fragment", [
@@ -251,3 +255,44 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_saved_state(t
     assert saved <= summary["resumed_from_step"] < 80 and summary["resumed_from_step"] > 0
     assert summary["steps"] == sref["steps"] == 80
     _assert_same_weights(_weights(out), _weights(tmp_path / "ref"))
+
+
+# ---- who may write --out ------------------------------------------------------------------------
+
+def _state(out: Path, run_id):
+    from zoo._io import atomic_torch_save
+    atomic_torch_save({"module": {}, "optimizer": {}, "scheduler": {}, "rng": torch.zeros(1), "step": 3,
+                       "history": [], "run_id": run_id}, out / ".train" / "state.pt")
+
+
+@pytest.mark.parametrize("restarts,state_of,trains", [
+    ("1", "this", True),      # torchrun restarted rank 0: it continues its own run
+    ("1", "other", False),    # another run's folder is refused, restarted or not
+    ("0", "this", False),     # a first attempt never trains over an existing state
+])
+def test_rank_zero_without_a_launcher_lock_checks_the_folder(tmp_path, monkeypatch, restarts, state_of, trains):
+    import zoo.training.loop as loop
+    from zoo.errors import CheckpointError
+
+    out = tmp_path / "run"
+    _state(out, "r1" if state_of == "this" else "r0")
+    monkeypatch.delenv(loop.LOCKED_ENV, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", restarts)
+    monkeypatch.setattr(loop, "_run", lambda args: "trained")
+    args = {"name": "deeponet", "dataset": "antiderivative", "out": str(out), "run_id": "r1", "options": {}}
+    if trains:
+        assert loop.run(args) == "trained"
+    else:
+        with pytest.raises(CheckpointError, match="already holds a run"):
+            loop.run(args)
+
+
+def test_other_ranks_never_check_or_lock(tmp_path, monkeypatch):
+    import zoo.training.loop as loop
+    out = tmp_path / "run"
+    _state(out, "someone-else")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(loop, "_run", lambda args: "trained")
+    assert loop.run({"name": "deeponet", "out": str(out), "run_id": "r1", "options": {}}) == "trained"
+    assert sorted(p.name for p in (out / ".train").iterdir()) == ["state.pt"]

@@ -80,8 +80,10 @@ class Launch:
 
     @property
     def writes(self) -> bool:
-        """Whether this machine's launcher owns --out (checks and locks it): one node, or node 0."""
-        return not self.multi_node or not self.node_rank
+        """Whether this machine's launcher owns --out (checks and locks it): one node, or node 0 of
+        a static rendezvous. An elastic rendezvous orders the nodes itself, so there the worker
+        that becomes rank 0 checks and locks its node's --out."""
+        return not self.multi_node or (self.rdzv_endpoint is None and not self.node_rank)
 
     @property
     def needed(self) -> bool:

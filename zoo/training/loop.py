@@ -3,8 +3,10 @@
 Seeded and resumable: the batch order is a pure function of (seed, epoch), and model, optimizer,
 scheduler and RNG states are saved atomically every `save_every` steps to `<out>/.train/state.pt`,
 so `--resume` after a kill ends exactly where an uninterrupted run ends. Past one process it runs
-under torch.distributed.run (DDP; gloo on CPU, nccl on GPU); only rank 0 writes. The result is a
-checkpoint folder (config.json + model.safetensors + README.md) that eval, export and push accept.
+under torch.distributed.run (DDP; gloo on CPU, nccl on GPU), on one machine or several joined by
+torchrun's rendezvous (zoo.training.distributed); only rank 0 writes. Workers that torchrun restarts
+(`--max-restarts`) resume from the last state this run saved. The result is a checkpoint folder
+(config.json + model.safetensors + README.md) that eval, export and push accept.
 """
 
 from __future__ import annotations
@@ -131,15 +133,17 @@ def run(args: dict) -> dict:
     from zoo.checkpoint import run_lock
 
     out = str(Path(args["out"]).absolute())
-    # ranks other than 0 never write; a restarted rank 0 continues a folder already checked
+    # ranks other than 0 never write (rank 0 of an elastic multi-node job checks and locks here:
+    # no launcher knew it would be the one)
     if os.environ.get(LOCKED_ENV) == out or int(os.environ.get("RANK", "0")) != 0:
         return _run(args)
-    if _restarts():
-        with run_lock(out):
-            return _run(args)
-    _check_out(args)
+    # a restarted rank 0 continues its own run's state; any other folder is checked as new
+    ours = bool(_restarts()) and _state_of_run(Path(out) / STATE, args.get("run_id"))
+    if not ours:
+        _check_out(args)
     with run_lock(out):
-        _check_out(args)   # again under the lock: another run may have written meanwhile
+        if not ours:
+            _check_out(args)   # again under the lock: another run may have written meanwhile
         return _run(args)
 
 

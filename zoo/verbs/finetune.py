@@ -119,6 +119,7 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
     distributed = nproc_per_node > 1 or rendezvous.needed
     res = loop.launch_distributed(args, nproc_per_node, rendezvous) if distributed else loop.run(args)
     _record_provenance(Path(out), args, dev, nproc_per_node, time.perf_counter() - t0)
+    notes = list(res.get("notes") or []) + notes
     return {**res, "pretrained": pretrained, **({"notes": notes} if notes else {})}
 
 
