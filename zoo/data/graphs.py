@@ -328,3 +328,39 @@ def read_graph_path(path: str | Path, fold: int = 0) -> dict:
         return read_drosophila_folder(p, fold)
     raise DataError(f"{path}: not a graph this task reads (a Planetoid folder with ind.<name>.* files, "
                     f"a CitationFull .npz, or graspologic's drosophila folder)")
+
+
+# ---- link prediction: ForwardGNN's edge split -------------------------------------------------
+
+def link_split(g: dict, seed: int = 0, val: float = 0.16, test: float = 0.2) -> dict:
+    """ForwardGNN's edge protocol through PyG's RandomLinkSplit: 16% of the undirected edges for
+    validation, 20% for test, one sampled non-edge per held-out edge (1:1), seeded. Training
+    negatives are drawn afresh every epoch by the training module, so none are stored here.
+
+    Keys: ``x``; per split ``<split>_edge_index`` (the edges messages pass along: train edges for
+    train and val, train + val edges for test, both directions), ``<split>_pairs`` (2, P) and
+    ``<split>_labels`` (P,) float 1/0; ``train_pairs`` holds the training edges once each (all 1)."""
+    import torch_geometric.transforms as T
+    from torch_geometric.data import Data
+
+    n_edges = g["edge_index"].shape[1] // 2
+    if n_edges < 10:
+        raise DataError(f"{g.get('name', 'graph')}: {n_edges} edges are too few to hold out 16% + 20% for "
+                        f"link prediction")
+    split = T.RandomLinkSplit(num_val=val, num_test=test, is_undirected=True, neg_sampling_ratio=1.0,
+                              add_negative_train_samples=False, split_labels=False)
+    import random
+    py_state = random.getstate()   # PyG's negative sampler draws from Python's `random` as well as torch's
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            parts = split(Data(x=g["x"], edge_index=g["edge_index"], num_nodes=g["x"].shape[0]))
+    finally:
+        random.setstate(py_state)
+    out = {"x": g["x"], "edge_index": g["edge_index"], "name": g.get("name", "graph")}
+    for key, d in zip(("train", "val", "test"), parts):
+        out[f"{key}_edge_index"] = d.edge_index
+        out[f"{key}_pairs"] = d.edge_label_index
+        out[f"{key}_labels"] = d.edge_label.float()
+    return out

@@ -22,6 +22,20 @@ Procedures (the model's `procedure`):
 * ``ff-la`` - forward-forward with label appending: positive input = features + one-hot true label
   for training nodes (uniform for the others), one negative input per wrong class; goodness = sum
   of squared activations minus theta; BCE-with-logits (positive 1, negative 0) on training nodes.
+* ``ff-vn`` - forward-forward with virtual nodes: the label enters through edges to the class
+  virtual nodes. The positive graph wires every training node to its true class's node; negative
+  graph k wires every training node of another class to node k. Same goodness and BCE as ff-la,
+  layer by layer.
+* ``sf-top2input`` - SF with top-down signals to the input: layer l reads the concatenation of the
+  (row-normalised) output of layer l-1 from this time step and of layer l+1 from the previous one
+  (zeros above the top layer and at the first step); one epoch is one time step and every layer
+  trains in every epoch with its SF loss. Prediction runs `test_steps` (10) time steps from zeros.
+  Early stopping is on the whole stack, as for sf-top2loss.
+`LinkPredictionTraining` trains the link predictors (`ForwardGNNLinkPredictor`): ``bp`` end to end,
+``sf`` layer by layer (FL-CE: BCE-with-logits of the summed elementwise product of the two end
+embeddings, positive = training edges, negative = as many non-edges drawn afresh every epoch);
+early stopping on validation ROC-AUC.
+
 Validation accuracy for early stopping is that of the model's own prediction from the layers
 trained so far (our interpretation: the notes do not say which score the official code watches).
 """
@@ -46,6 +60,8 @@ class GraphForwardOptions(Options):
 
 class LayerwiseGraphTraining(nn.Module):
     runs_backward = True
+    #: procedures that train one layer after another (the rest train every layer in every epoch)
+    LAYERWISE = ("sf", "ff-la", "ff-vn")
 
     def __init__(self, model: nn.Module, options: dict | None = None):
         super().__init__()
@@ -55,14 +71,14 @@ class LayerwiseGraphTraining(nn.Module):
         self.o = o
         self.anchor = nn.Parameter(torch.zeros(1))   # the loop's optimiser steps only this (never has a grad)
         proc = model.procedure
-        self.layerwise = proc in ("sf", "ff-la")
+        self.layerwise = proc in self.LAYERWISE
         groups = [list(c.parameters()) for c in model.convs] if self.layerwise else [list(model.parameters())]
         self.opts = [torch.optim.Adam(g, lr=o.layer_lr, weight_decay=o.layer_weight_decay) for g in groups]
         self.phase, self.epoch, self.bad, self.best_acc = 0, 0, 0, -1.0
         self.best: dict[str, torch.Tensor] = {}
-        self.prev_top: list[torch.Tensor] | None = None   # sf-top2loss: last epoch's layer outputs
-        if self.layerwise:
-            model.trained_layers.fill_(1)
+        self.prev_top: list[torch.Tensor] | None = None   # sf-top2loss/-top2input: last epoch's layer outputs
+        # the prediction used for validation reads the layers trained so far (all, when all train)
+        model.trained_layers.fill_(1 if self.layerwise else len(model.convs))
 
     def param_groups(self, lr: float):
         return [{"params": [self.anchor], "weight_decay": 0.0}]
@@ -95,23 +111,15 @@ class LayerwiseGraphTraining(nn.Module):
         model.train()
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
-        proc = model.procedure
-        if proc == "bp":
-            loss = self._bp(g)
-        elif proc == "sf":
-            loss = self._sf(g, self.phase)
-        elif proc == "sf-top2loss":
-            loss = self._top2loss(g)
-        else:
-            loss = self._ff(g, self.phase)
-        if proc == "sf-top2loss":
+        loss = self._loss(g)
+        if model.procedure == "sf-top2loss":
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         self.opts[self.phase].step()
         self.epoch += 1
         logs = {"loss": float(loss.detach()), "layer": float(self.phase)}
         if self.epoch % self.o.val_every == 0:
-            acc = self._val_acc(g)
-            logs["val_accuracy"] = acc
+            acc = self._val_score(g)
+            logs[self.val_name] = acc
             if acc > self.best_acc:
                 self.best_acc, self.bad = acc, 0
                 self.best = {k: p.detach().clone() for k, p in self._tracked().items()}
@@ -131,8 +139,24 @@ class LayerwiseGraphTraining(nn.Module):
         n_layers = len(self.model.convs)
         self.model.trained_layers.fill_(min(self.phase + 1, n_layers) if self.layerwise and not self.done else n_layers)
 
+    def _loss(self, g):
+        proc = self.model.procedure
+        if proc == "bp":
+            return self._bp(g)
+        if proc == "sf":
+            return self._sf(g, self.phase)
+        if proc == "sf-top2loss":
+            return self._top2loss(g)
+        if proc == "sf-top2input":
+            return self._top2input(g)
+        if proc == "ff-vn":
+            return self._ffvn(g, self.phase)
+        return self._ff(g, self.phase)
+
+    val_name = "val_accuracy"
+
     @torch.no_grad()
-    def _val_acc(self, g) -> float:
+    def _val_score(self, g) -> float:
         self.model.eval()
         pred = self.model(g["x"], g["edge_index"]).argmax(-1)
         self.model.train()
@@ -186,6 +210,43 @@ class LayerwiseGraphTraining(nn.Module):
         self.prev_top = outs
         return total / len(model.convs)
 
+    def _top2input(self, g):
+        model, n = self.model, g["x"].shape[0]
+        h0, ei = self._sf_input(g)
+        state = self.prev_top or model.zero_state(h0)
+        outs = model.top2input_step(h0, ei, [s.detach() for s in state], detach_lower=True)
+        loss = sum(F.cross_entropy(model.sf_logits(h, n)[g["train_mask"]], g["y"][g["train_mask"]]) for h in outs)
+        loss.backward()   # inputs are detached: each layer's gradient comes from its own loss only
+        self.prev_top = [h.detach() for h in outs]
+        return loss.detach() / len(outs)
+
+    def _ffvn(self, g, layer: int):
+        model = self.model
+        x, ei, y, train = g["x"], g["edge_index"], g["y"], g["train_mask"]
+        n = x.shape[0]
+        known = torch.where(train, y, torch.full_like(y, -1))
+
+        def run(labels):
+            h, aug = model.augmented(x, ei, labels)
+            with torch.no_grad():
+                for i in range(layer):
+                    h = F.normalize(model.layer(i, h, aug), dim=-1)
+            out = model.layer(layer, h.detach(), aug)[:n]
+            return out.pow(2).sum(-1) - model.theta   # training goodness: sum of squares - theta
+
+        pos = run(known)[train]
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+        negs = []
+        for k in range(model.num_classes):
+            wrong = train & (y != k)
+            if bool(wrong.any()):
+                negs.append(run(torch.where(wrong, torch.full_like(y, k), torch.full_like(y, -1)))[wrong])
+        if negs:
+            neg = torch.cat(negs)
+            loss = 0.5 * (loss + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
+        loss.backward()
+        return loss
+
     def _ff(self, g, layer: int):
         model = self.model
         x, ei, y, train = g["x"], g["edge_index"], g["y"], g["train_mask"]
@@ -217,5 +278,60 @@ class LayerwiseGraphTraining(nn.Module):
         return loss
 
 
+class LinkPredictionTraining(LayerwiseGraphTraining):
+    """The same schedule for link predictors: batches are `zoo.data.graphs.link_split` dicts."""
+    LAYERWISE = ("sf",)
+    val_name = "val_roc_auc"
+
+    def _pairs(self, g):
+        from torch_geometric.utils import structured_negative_sampling
+        pos = g["train_pairs"]
+        # fresh non-edges every epoch, outside the training edges: one (u, w) per training edge (u, v).
+        # PyG's structured sampler draws from torch's generator alone, so a seeded run repeats
+        ei = g["train_edge_index"]
+        u, _, w = structured_negative_sampling(ei, num_nodes=g["x"].shape[0], contains_neg_self_loops=False)
+        once = ei[0] < ei[1]
+        neg = torch.stack([u[once], w[once]])
+        labels = torch.cat([torch.ones(pos.shape[1]), torch.zeros(neg.shape[1])]).to(g["x"].device)
+        return torch.cat([pos, neg], 1), labels
+
+    def _loss(self, g):
+        model = self.model
+        pairs, labels = self._pairs(g)
+        x, ei = g["x"], g["train_edge_index"]
+        if model.procedure == "bp":
+            h = model.embed(x, ei)[-1]
+        else:
+            with torch.no_grad():
+                h = x
+                for i in range(self.phase):
+                    h = model.layer(i, h, ei)
+            h = model.layer(self.phase, h.detach(), ei)
+        loss = F.binary_cross_entropy_with_logits(model.pair_logit(h, pairs), labels)
+        loss.backward()
+        return loss
+
+    @torch.no_grad()
+    def _val_score(self, g) -> float:
+        self.model.eval()
+        key = "val" if g["val_pairs"].numel() else "train"
+        score = self.model(g["x"], g[f"{key}_edge_index"], g[f"{key}_pairs"])
+        self.model.train()
+        return roc_auc(score, g[f"{key}_labels"])
+
+
+def roc_auc(score: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC-AUC in [0, 1] (torchmetrics); nan when only one class is present."""
+    from torchmetrics.functional.classification import binary_auroc
+    labels = labels.long()
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(binary_auroc(score.float().cpu(), labels.cpu()))
+
+
 def training_method(model: nn.Module, options: dict | None = None) -> nn.Module:
     return LayerwiseGraphTraining(model, options)
+
+
+def link_training_method(model: nn.Module, options: dict | None = None) -> nn.Module:
+    return LinkPredictionTraining(model, options)

@@ -14,6 +14,16 @@ What the model holds depends on its procedure:
   both ways to its class's virtual node. Each layer L2-normalises its input rows, applies its conv
   and ReLU; its class logits are dot(node, virtual node of the class) / temperature. The
   prediction sums the per-layer softmax over the layers trained so far and takes the argmax.
+* ``sf-top2input`` - SF whose layer l reads [normalised output of layer l-1, normalised output of
+  layer l+1 from the previous time step] (zeros above the top layer and at the first step); the
+  prediction runs `test_steps` (10, the official test-time count) time steps from zeros and sums the
+  last step's per-layer softmax. Our interpretation where the notes are silent: the top layer's
+  top-down half is zeros, so every layer has the same width.
+* ``ff-vn`` (forward-forward with virtual nodes) - the class virtual nodes (fixed random features,
+  as SF's) carry the label through edges: candidate class c wires a node to c's virtual node. The
+  prediction keeps the training nodes wired to their own class, wires every other node to each
+  class in turn and takes the class with the highest goodness (mean of squares minus theta, summed
+  over the layers; between layers only the direction passes on, as in FF).
 * ``ff-la`` (forward-forward with label appending) - the input is the features with a label
   vector appended (one-hot for training nodes, uniform for the others); goodness of a layer is the
   mean of squared activations minus theta (2.0) at prediction; prediction appends each candidate
@@ -22,6 +32,11 @@ What the model holds depends on its procedure:
 Inference is transductive: the buffers hold the training labels (-1 where a node has none), the
 node count and a fingerprint of the graph the model was trained on; `check_graph` refuses any other
 graph with one line.
+
+`ForwardGNNLinkPredictor` is the same stack for link prediction (``bp`` or ``sf``): the score of a
+pair (u, v) at a layer is sigmoid(sum(h_u * h_v)); the forward-learnt model sums it over the layers,
+the BP baseline reads the last layer only. It binds to no graph (nothing about a graph is stored),
+so it scores pairs of any graph with its feature width.
 """
 
 from __future__ import annotations
@@ -32,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PROCEDURES = ("bp", "sf", "sf-top2loss", "ff-la")
+PROCEDURES = ("bp", "sf", "sf-top2loss", "sf-top2input", "ff-la", "ff-vn")
+LINK_PROCEDURES = ("bp", "sf")
 BACKBONES = ("gcn", "sage", "gat")
 
 
@@ -62,21 +78,23 @@ def graph_fingerprint(edge_index: torch.Tensor, num_nodes: int) -> int:
 class ForwardGNN(nn.Module):
     def __init__(self, in_channels: int = 2879, num_classes: int = 7, num_nodes: int = 2995, hidden: int = 128,
                  layers: int = 4, backbone: str = "gcn", procedure: str = "sf", heads: int = 4,
-                 temperature: float = 1.0, theta: float = 2.0, seed: int = 0):
+                 temperature: float = 1.0, theta: float = 2.0, seed: int = 0, test_steps: int = 10):
         super().__init__()
         if procedure not in PROCEDURES:
             raise ValueError(f"unknown procedure '{procedure}'; one of {PROCEDURES}")
         self.in_channels, self.num_classes, self.num_nodes = in_channels, num_classes, num_nodes
         self.hidden, self.backbone, self.procedure = hidden, backbone, procedure
-        self.temperature, self.theta = temperature, theta
+        self.temperature, self.theta, self.test_steps = temperature, theta, test_steps
         c_in = in_channels + (num_classes if procedure == "ff-la" else 0)
         widths = [c_in] + [hidden] * layers
-        self.convs = nn.ModuleList(make_conv(backbone, a, b, heads) for a, b in zip(widths[:-1], widths[1:]))
+        top_down = hidden if procedure == "sf-top2input" else 0   # the layer above's output, concatenated
+        self.convs = nn.ModuleList(make_conv(backbone, a + top_down, b, heads)
+                                   for a, b in zip(widths[:-1], widths[1:]))
         self.classifier = nn.Linear(hidden, num_classes) if procedure == "bp" else None
         g = torch.Generator().manual_seed(seed)
         # fixed random virtual-node features (never trained), part of the checkpoint
         self.register_buffer("virtual_x", torch.randn(num_classes, in_channels, generator=g)
-                             if procedure.startswith("sf") else torch.zeros(0, in_channels))
+                             if procedure.startswith("sf") or procedure == "ff-vn" else torch.zeros(0, in_channels))
         self.register_buffer("train_labels", torch.full((num_nodes,), -1, dtype=torch.long))
         self.register_buffer("graph_key", torch.zeros(1, dtype=torch.long))
         # how many layers the layer-wise procedure has finished (bp: all of them at once)
@@ -137,6 +155,23 @@ class ForwardGNN(nn.Module):
         """Class logits of the real nodes from one SF layer's output on the augmented graph."""
         return h[:n] @ h[n:].t() / self.temperature
 
+    def zero_state(self, h0: torch.Tensor) -> list[torch.Tensor]:
+        """sf-top2input's top-down state before the first time step: zeros for every layer."""
+        return [h0.new_zeros(h0.shape[0], self.hidden) for _ in self.convs]
+
+    def top2input_step(self, h0: torch.Tensor, edge_index: torch.Tensor, state: list[torch.Tensor],
+                       detach_lower: bool = False) -> list[torch.Tensor]:
+        """One time step of sf-top2input: every layer's output from the (normalised) input `h0`, the
+        layer below's output of this step and the layer above's of the previous step (`state`)."""
+        outs, low = [], h0
+        for i, conv in enumerate(self.convs):
+            up = state[i + 1] if i + 1 < len(self.convs) else torch.zeros_like(state[i])
+            inp = torch.cat([F.normalize(low, p=2.0, dim=-1), F.normalize(up, p=2.0, dim=-1)], -1)
+            h = F.relu(conv(inp, edge_index))
+            outs.append(h)
+            low = h.detach() if detach_lower else h
+        return outs
+
     def with_label(self, x: torch.Tensor, label_vec: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, label_vec.to(x.dtype)], 1)
 
@@ -152,6 +187,12 @@ class ForwardGNN(nn.Module):
             for i in range(len(self.convs)):
                 h = self.layer(i, h, edge_index)
             return self.classifier(h)
+        if self.procedure == "sf-top2input":
+            h0, ei = self.augmented(x, edge_index, self.train_labels[:n])
+            state = self.zero_state(h0)
+            for _ in range(self.test_steps):
+                state = self.top2input_step(h0, ei, state)
+            return sum(torch.softmax(self.sf_logits(h, n), -1) for h in state)
         if self.procedure.startswith("sf"):
             h, ei = self.augmented(x, edge_index, self.train_labels[:n])
             score = x.new_zeros(n, self.num_classes)
@@ -159,9 +200,21 @@ class ForwardGNN(nn.Module):
                 h = self.layer(i, h, ei)
                 score = score + torch.softmax(self.sf_logits(h, n), -1)
             return score
+        known = self.train_labels[:n]
+        if self.procedure == "ff-vn":
+            scores = []
+            for c in range(self.num_classes):
+                # training nodes stay wired to their own class (the positive graph), the rest to c
+                h, ei = self.augmented(x, edge_index, torch.where(known >= 0, known, torch.full_like(known, c)))
+                total = x.new_zeros(n)
+                for i in range(depth):
+                    h = self.layer(i, h, ei)
+                    total = total + self.goodness(h[:n])
+                    h = F.normalize(h, dim=-1)
+                scores.append(total)
+            return torch.stack(scores, 1)
         # ff-la: goodness of each candidate label, summed over layers
         scores = []
-        known = self.train_labels[:n]
         for c in range(self.num_classes):
             # training nodes keep their own label (as in the positive graph), the rest get candidate c
             lab = torch.where(known >= 0, known, torch.full_like(known, c))
@@ -196,6 +249,66 @@ class ForwardGNN(nn.Module):
 
 def forwardgnn(**config) -> ForwardGNN:
     return ForwardGNN(**config)
+
+
+class ForwardGNNLinkPredictor(nn.Module):
+    def __init__(self, in_channels: int = 2879, hidden: int = 128, layers: int = 4, backbone: str = "gcn",
+                 procedure: str = "sf", heads: int = 4):
+        super().__init__()
+        if procedure not in LINK_PROCEDURES:
+            raise ValueError(f"link prediction trains with {' or '.join(LINK_PROCEDURES)}, not '{procedure}'")
+        self.in_channels, self.hidden, self.backbone, self.procedure = in_channels, hidden, backbone, procedure
+        widths = [in_channels] + [hidden] * layers
+        self.convs = nn.ModuleList(make_conv(backbone, a, b, heads) for a, b in zip(widths[:-1], widths[1:]))
+        self.register_buffer("trained_layers", torch.full((1,), layers if procedure == "bp" else 0, dtype=torch.long))
+
+    def check_graph(self, graph: dict) -> None:
+        from zoo.errors import DataError
+        f = graph["x"].shape[1]
+        if f != self.in_channels:
+            raise DataError(f"the graph has {f} features per node but this model takes {self.in_channels}; "
+                            f"train one for it with -o config='{{\"in_channels\": {f}}}'")
+
+    def layer(self, i: int, h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        if self.procedure == "sf":   # forward learning: each layer sees only the direction of its input
+            h = F.normalize(h, p=2.0, dim=-1)
+        return F.relu(self.convs[i](h, edge_index))
+
+    def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
+        """Every trained layer's node embeddings (bp: all layers)."""
+        depth = len(self.convs) if self.procedure == "bp" else max(1, int(self.trained_layers.item()))
+        outs, h = [], x
+        for i in range(depth):
+            h = self.layer(i, h, edge_index)
+            outs.append(h)
+        return outs
+
+    @staticmethod
+    def pair_logit(h: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        return (h[pairs[0]] * h[pairs[1]]).sum(-1)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Node features (N, F), the edges messages pass along (2, E) and node pairs (2, P) -> a score
+        per pair (higher = more likely an edge)."""
+        hs = self.embed(x, edge_index)
+        if self.procedure == "bp":
+            return torch.sigmoid(self.pair_logit(hs[-1], pairs))
+        return sum(torch.sigmoid(self.pair_logit(h, pairs)) for h in hs)
+
+    def example_graph(self, seed: int = 0, num_nodes: int = 60) -> dict:
+        """A seeded random undirected graph with this model's feature width."""
+        g = torch.Generator().manual_seed(seed)
+        n = num_nodes
+        src = torch.randint(0, n, (n * 3,), generator=g)
+        dst = torch.randint(0, n, (n * 3,), generator=g)
+        keep = src != dst
+        ei = torch.stack([torch.cat([src[keep], dst[keep]]), torch.cat([dst[keep], src[keep]])])
+        ei = torch.unique(ei, dim=1)
+        return {"x": torch.rand(n, self.in_channels, generator=g), "edge_index": ei, "name": "example"}
+
+
+def forwardgnn_lp(**config) -> ForwardGNNLinkPredictor:
+    return ForwardGNNLinkPredictor(**config)
 
 
 def conv_params(backbone: str, c_in: int, c_out: int, heads: int = 4) -> int:
