@@ -27,8 +27,13 @@ is O(1) like u. r_x, r_u, the weights and the norms are the code's.
 
 Not from the code: the released code's "reaction" option (F = c u (1 - u)) is not built; a PDE
 whose state changes along characteristics by a source (reaction-diffusion) is refused, because
-r_u has no source term. Observations (lwr's loop detectors) sit at Eulerian positions and are
-not used by this model: its solution is fixed by the initial condition.
+r_u has no source term.
+
+Observations (not in the paper; our addition, as the Eulerian PINN has them): lwr's loop
+detectors observe u(x_d, t) at fixed Eulerian positions. At each time the model's Eulerian value
+at x_d is read off its own characteristics: the two labels whose x_L bracket x_d (periodically)
+are interpolated linearly, so the term pulls on u and on x_L alike. It enters as
+W_IC ||u_interp - u_obs|| (a data term weighted as the initial data, a norm like the others).
 """
 
 from __future__ import annotations
@@ -41,6 +46,28 @@ from zoo.errors import DataError
 from zoo.layers.pinn import example_points, grad, norm, periodic_embedding
 
 W_X, W_U, W_IC = 10.0, 1.0, 1000.0   # the released code's loss weights
+W_OBS = W_IC                         # our choice: observations weigh as the initial data
+
+
+def eulerian_at(xl: torch.Tensor, u: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """u at the Eulerian positions `where` (D,) at each time, from the Lagrangian columns
+    xl, u (K, M): per time, linear interpolation between the two characteristics that bracket
+    each position on the ring [0, 2 pi). Differentiable in xl and u. Returns (D, M)."""
+    two_pi = 2 * torch.pi
+    pos = torch.remainder(xl, two_pi).T                       # (M, K)
+    order = torch.argsort(pos.detach(), dim=1)
+    pos, val = pos.gather(1, order), u.T.gather(1, order)
+    k = pos.shape[1]
+    # wrap: one copy of the last point before 0 and of the first after 2 pi
+    pos = torch.cat([pos[:, -1:] - two_pi, pos, pos[:, :1] + two_pi], dim=1)
+    val = torch.cat([val[:, -1:], val, val[:, :1]], dim=1)
+    q = torch.remainder(where, two_pi)[None, :].expand(pos.shape[0], -1).contiguous()   # (M, D)
+    right = torch.searchsorted(pos.detach(), q).clamp(1, k + 1)
+    left = right - 1
+    pl, pr = pos.gather(1, left), pos.gather(1, right)
+    vl, vr = val.gather(1, left), val.gather(1, right)
+    w = (q - pl) / (pr - pl).clamp_min(1e-12)
+    return (vl + w * (vr - vl)).T
 
 
 class LagrangianPINN(nn.Module):
@@ -107,7 +134,26 @@ class LagrangianPINN(nn.Module):
         l_x, l_u = norm(r_x), norm(r_u)
         l_ic = norm((xl - x0)[ic]) + norm((u - batch["u0"])[ic])
         loss = W_X * l_x + W_U * l_u + W_IC * l_ic
-        return loss, {"r_x": float(l_x.detach()), "r_u": float(l_u.detach()), "ic": float(l_ic.detach())}
+        logs = {"r_x": float(l_x.detach()), "r_u": float(l_u.detach()), "ic": float(l_ic.detach())}
+        l_obs = self.observation_loss(batch, xl, u)
+        if l_obs is not None:
+            loss = loss + W_OBS * l_obs
+            logs["obs"] = float(l_obs.detach())
+        return loss, logs
+
+    def observation_loss(self, batch: dict, xl: torch.Tensor, u: torch.Tensor):
+        """||u read at the detectors - observed|| over detectors x times; None without observations.
+        The batch is whole columns (label x_i, all M times): the observed columns give the detector
+        positions x_i and their series."""
+        mask = batch["obs_mask"] > 0.5
+        k = int((batch["ic"] > 0.5).sum())
+        if not bool(mask.any()) or k < 2:
+            return None
+        m = len(batch["x"]) // k
+        cols = mask.reshape(k, m)[:, 0]
+        where = batch["x"].reshape(k, m)[cols, 0].detach()
+        pred = eulerian_at(xl.reshape(k, m), u.reshape(k, m), where)
+        return norm(pred - batch["obs"].reshape(k, m)[cols])
 
     @torch.no_grad()
     def field(self, problem, x: torch.Tensor, t: torch.Tensor):
