@@ -518,7 +518,10 @@ def verify(name: Optional[str] = typer.Argument(None, help="NAME.TAG (a bare NAM
         t = _table("checkpoint", "status", "seconds", "note", right=("seconds",), wrap=("note",))
         for r in res["results"]:
             bad = [m["metric"] for m in r["metrics"] if m["status"] == "FAIL"]
-            note = r.get("reason") or (f"off: {', '.join(bad)}" if bad else "")
+            notes = [f"off: {', '.join(bad)}"] if bad else []
+            if (r.get("data_sha256") or {}).get("status") == "FAIL":
+                notes.append("eval data is not the recorded data (sha256)")
+            note = r.get("reason") or "; ".join(notes)
             t.add_row(r["checkpoint"], _status(r["status"]), f"{r['seconds']:.1f}" if "seconds" in r else "-", note)
         _heading("zoo verify --all: " + ", ".join(f"{n} {k}" for k, n in res["counts"].items() if n))
         out.print(t)
