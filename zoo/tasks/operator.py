@@ -98,6 +98,16 @@ class ArrayDataset(Dataset):
             item["mask"] = self.mask[i] if self.mask.dim() > 1 else self.mask
         return item
 
+    def take(self, indices) -> dict:
+        """collate_operator([self[i] for i in indices]) by one gather per array: a full-batch step
+        over 10k samples costs a millisecond instead of 10k item dicts and stacks."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        batch = {"input": self.inputs[idx], "points": self.points if self.points.dim() == 2 else self.points[idx],
+                 "values": self.values[idx]}
+        if self.mask is not None:
+            batch["mask"] = self.mask[idx] if self.mask.dim() > 1 else self.mask.expand(len(idx), -1).clone()
+        return batch
+
 
 def grid_points(s: int) -> np.ndarray:
     """The s x s vertex grid of the unit square, row-major, as (s*s, 2) coordinates."""

@@ -205,7 +205,12 @@ def _optimiser(module, options: dict, plan: _Schedule):
     lr = plan.lr
     groups = module.param_groups(lr) if hasattr(module, "param_groups") else [
         {"params": [p for p in module.parameters() if p.requires_grad]}]
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(options.get("weight_decay", 1e-4)))
+    fused = options.get("fused")   # None: torch's default implementation
+    try:
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(options.get("weight_decay", 1e-4)), fused=fused)
+    except RuntimeError as exc:   # e.g. parameters on a device or of a dtype the fused kernel lacks
+        from zoo.errors import ConfigError
+        raise ConfigError(f"-o fused=true: {str(exc).splitlines()[0]}") from None
     warmup = int(options.get("warmup", 0))
 
     def lr_at(step):
@@ -242,8 +247,12 @@ class _Stepper:
         opt.zero_grad(set_to_none=True)
         for _ in range(accumulate):
             idx = next(micro)
-            items = Subset(self.train_set, idx)
-            batch = to_device(self.task.collate([items[j] for j in range(len(idx))]), self.device)
+            take = getattr(self.train_set, "take", None)   # a set that gathers a whole batch at once
+            if callable(take):
+                batch = to_device(take(idx), self.device)
+            else:
+                items = Subset(self.train_set, idx)
+                batch = to_device(self.task.collate([items[j] for j in range(len(idx))]), self.device)
             with self.autocast():
                 loss, _ = self.wrapped(batch)
             if not self.runs_backward:

@@ -15,6 +15,8 @@ class FinetuneOptions(Options):
     weight_decay: float = Field(1e-4, description="AdamW weight decay")
     warmup: int = Field(0, description="linear warm-up steps before the cosine schedule")
     grad_clip: Optional[float] = Field(None, description="clip the gradient norm to this value")
+    fused: Optional[bool] = Field(None, description="AdamW's fused kernel (one pass over all parameters, CPU or "
+                                                    "CUDA): true/false; default: torch's choice")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16, or fp16 with a loss scaler)")
     config: Optional[dict[str, Any]] = Field(None, description="builder arguments to override (your own data)")
     overwrite: bool = Field(False, description="start over in an --out that already holds a run")
