@@ -56,32 +56,43 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cases = [("convection", {"c": c}, f"convection c={c:g}") for c in args.speeds]
-    cases += [("burgers", {"C": C}, f"burgers C={C:g}") for C in args.offsets]
+    cases = [("convection", {"c": c}, f"convection c={c:g}", c) for c in args.speeds]
+    # Burgers: the fastest characteristic of u0 = sin x + C is 1 + |C|
+    cases += [("burgers", {"C": C}, f"burgers C={C:g}", 1 + abs(C)) for C in args.offsets]
+    # Courant number of the training grid: how many cells the fastest characteristic crosses per time step
+    dx, dt = 2 * math.pi / args.grid[0], 1.0 / (args.grid[1] - 1)
     rows = []
-    for dataset, params, label in cases:
-        row = {"case": label}
+    for dataset, params, label, speed in cases:
+        row = {"case": label, "courant": speed * dt / dx}
         for name, builder, lr in (("pinn", pinn, 5e-3), ("lagrangian-pinn", lagrangian_pinn, 1e-2)):
             res = solve(builder, dataset, params, args.steps, lr, args.seed, tuple(args.grid))
             row[name] = res["rel_l2"]
             row[f"{name}_s"] = res["train_s"]
         rows.append(row)
         print(f"{label:>20}  pinn {row['pinn']:.3e}  lagrangian-pinn {row['lagrangian-pinn']:.3e}", flush=True)
-    table = ["| case | pinn rel. L2 | lagrangian-pinn rel. L2 |", "|---|---|---|"]
-    table += [f"| {r['case']} | {r['pinn']:.3e} | {r['lagrangian-pinn']:.3e} |" for r in rows]
-    note = (f"\n{args.steps} full-batch Adam steps each, seed {args.seed}, training grid {args.grid[0]}x{args.grid[1]}, "
-            f"evaluated on 256x100 against the reference solvers.\n")
+    table = ["| case | Courant (training grid) | pinn rel. L2 | lagrangian-pinn rel. L2 | pinn s | lagrangian-pinn s |",
+             "|---|---|---|---|---|---|"]
+    table += [f"| {r['case']} | {r['courant']:.2f} | {r['pinn']:.3e} | {r['lagrangian-pinn']:.3e} | "
+              f"{r['pinn_s']:.1f} | {r['lagrangian-pinn_s']:.1f} |" for r in rows]
+    note = (f"\n{args.steps} full-batch Adam steps each (cosine decay; lr 5e-3 pinn, 1e-2 lagrangian-pinn), seed "
+            f"{args.seed}, training grid {args.grid[0]}x{args.grid[1]}, evaluated on 256x100 against the reference "
+            f"solvers. Sizes: pinn 10,451 parameters, lagrangian-pinn 5,351 (the code's).\n")
     atomic_write_text(out / "table.md", "\n".join(table) + note)
     atomic_write_text(out / "results.json", json.dumps({"args": vars(args), "rows": rows}, indent=1))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    conv = [r for r in rows if r["case"].startswith("convection")]
-    ax.semilogy(args.speeds, [r["pinn"] for r in conv], "o-", label="PINN (Eulerian)")
-    ax.semilogy(args.speeds, [r["lagrangian-pinn"] for r in conv], "s-", label="LPINN")
-    ax.set_xlabel("convection speed c")
-    ax.set_ylabel("relative L2 error")
-    ax.set_title(f"failure modes: {args.steps} steps, seed {args.seed}")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, prefix, xs, xlabel in ((axes[0], "convection", args.speeds, "convection speed c"),
+                                   (axes[1], "burgers", args.offsets, "Burgers offset C (u0 = sin x + C)")):
+        sel = [r for r in rows if r["case"].startswith(prefix)]
+        if not sel:
+            ax.set_visible(False)
+            continue
+        ax.semilogy(xs, [r["pinn"] for r in sel], "o-", label="PINN (Eulerian)")
+        ax.semilogy(xs, [r["lagrangian-pinn"] for r in sel], "s-", label="LPINN")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("relative L2 error (256 x 100)")
+        ax.legend()
+    fig.suptitle(f"failure modes: {args.steps} steps, seed {args.seed}, training grid {args.grid[0]}x{args.grid[1]}")
     save_figure(fig, out / "failure_modes.png")
     print("\n".join(table) + note + f"plot: {out / 'failure_modes.png'}")
     return 0
