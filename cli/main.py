@@ -412,6 +412,7 @@ def export(name: str,
         out.print(f"int8 -> {q['path']} ({q['size_mb']:.2f} MB): {q['metric']} fp32 eager {q['before']:.4g}, "
                   f"int8 {q['runtime']} {q['after']:.4g} (change {q['change']:+.4g}, allowed {q['allowed']})",
                   highlight=False, soft_wrap=True)
+        out.print("latency ms: " + ", ".join(f"{k} {v:.3g}" for k, v in q["latency_ms"].items()), highlight=False)
 
 
 @app.command()

@@ -309,7 +309,7 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-class _Base:
+class Reference:
     """What every backend of one prepare() call shares: the (fused) model, the view the backend
     runs, the model method it replaces, the example input and eager's reference outputs."""
 
@@ -471,7 +471,7 @@ def from_file(loaded, path: str | Path, runtime: str = "onnxruntime", *, options
     """The model with its deploy method run from an existing ONNX file (an int8 one, say) by
     onnxruntime or OpenVINO. Parity against eager is measured and reported (`.parity`), not enforced:
     the caller judges the file by the task's metric."""
-    base = _Base(loaded, None, options or {}, fuse)
+    base = Reference(loaded, None, options or {}, fuse)
     runner = (_OrtRunner if runtime == "onnxruntime" else _OpenVinoRunner)(Path(path))
     abs_err, _, _ = output_errors(base.ref, runner(*base.args))
     return Prepared(base.model, runtime, _Structured(runner, base.ref_out, getattr(base.model, base.method),
@@ -487,7 +487,7 @@ def record_inputs(loaded, dataset, options: dict, batches: int = 32, fuse: bool 
     """The inputs (numpy arrays) the backend would see in the task's own evaluation of `dataset`,
     up to `batches` calls: calibration data for static quantisation, batched as the task batches."""
     import numpy as np
-    base = _Base(loaded, None, options, fuse)
+    base = Reference(loaded, None, options, fuse)
     eager = getattr(base.model, base.method)
     seen: list[tuple] = []
 
@@ -539,7 +539,7 @@ def prepare(loaded_or_model, task=None, backend: str = "eager", *, device=None, 
         dev = resolve_device(device)
         target = loaded_or_model.model if hasattr(loaded_or_model, "task_name") else loaded_or_model
         target.to(dev)
-    base = _Base(loaded_or_model, task, options or {}, fuse)
+    base = Reference(loaded_or_model, task, options or {}, fuse)
     if backend == "eager":
         return base.eager()
     if backend == "auto":
@@ -547,7 +547,7 @@ def prepare(loaded_or_model, task=None, backend: str = "eager", *, device=None, 
     return _one(base, backend, cache_dir, quiet)
 
 
-def _one(base: _Base, backend: str, cache_dir, quiet: bool = False) -> Prepared:
+def _one(base: Reference, backend: str, cache_dir, quiet: bool = False) -> Prepared:
     if backend not in available_backends():
         reason = f"{backend} is not installed (pip install {backend})"
     else:
@@ -567,7 +567,7 @@ def _one(base: _Base, backend: str, cache_dir, quiet: bool = False) -> Prepared:
     return prepared
 
 
-def time_backends(prepared: dict[str, Prepared], args: tuple, method: str, budget_s: float = 6.0,
+def time_backends(prepared: dict[str, Prepared], args: tuple, method: str, budget_s: float = 8.0,
                   warmup: int = 2) -> dict[str, float]:
     """Median milliseconds per call of each prepared backend on `args`: warm-up, then rounds in which
     every backend runs once in turn (interleaved, so a busy neighbour slows all of them alike)."""
@@ -590,7 +590,7 @@ def time_backends(prepared: dict[str, Prepared], args: tuple, method: str, budge
     return {n: 1000 * statistics.median(v) for n, v in times.items()}
 
 
-def _auto(base: _Base, cache_dir, candidates: list[str] | None, quiet: bool) -> Prepared:
+def _auto(base: Reference, cache_dir, candidates: list[str] | None, quiet: bool) -> Prepared:
     machine = machine_id()
     shapes = [list(a.shape) for a in base.args]
     key = hashlib.sha256(f"{base.name}|{base.sha}|{shapes}|{machine}".encode()).hexdigest()[:20]
@@ -627,6 +627,8 @@ def _auto(base: _Base, cache_dir, candidates: list[str] | None, quiet: bool) -> 
     record = {"choice": choice, "why": why, "medians_ms": {k: round(v, 3) for k, v in medians.items()},
               "failed": failed, "machine": machine, "model": base.name, "shapes": shapes,
               "build_seconds": {n: p.detail.get("build_seconds") for n, p in ready.items() if n != "eager"},
+              "parity": {n: {"max_abs": p.parity, **({"topk": p.detail["topk"]} if "topk" in p.detail else {})}
+                         for n, p in ready.items() if n != "eager"},
               "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_text(path, json.dumps(record, indent=1))
     prepared = ready[choice]
