@@ -144,6 +144,10 @@ class FMUIABaseline(nn.Module):
             return self.head(task_id, fpn, deep)
         return tuple(self.head(tid, fpn, deep) for tid in self.task_ids)   # fixed order: traceable
 
+    def output_names(self) -> list[str]:
+        """Names of forward(images)'s outputs, in order (an exporter reports parity per head)."""
+        return list(self.task_ids)
+
     def parameter_groups(self, lr: float, train_fpn: bool = True) -> list[dict]:
         """Official groups: encoder at lr, heads at 10x lr; the FPN at lr unless train_fpn=False
         (the official code, which leaves it out and so never updates it)."""
