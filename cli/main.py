@@ -405,6 +405,8 @@ def export(name: str,
     out.print(f"[green]exported[/] {res['model']} -> {res['path']} ({res['format']}, {res['size_mb']:.2f} MB)")
     out.print(f"parity vs PyTorch: max abs {res['max_abs_err']:.3g}, max rel {res['max_rel_err']:.3g} "
               f"(tolerance atol {res['atol']:g} + rtol {res['rtol']:g})")
+    for head, err in res.get("per_output", {}).items():
+        out.print(f"  {head}: max abs {err:.3g}", highlight=False)
     for note in res.get("notes", []):
         out.print(f"note: {note}")
     q = res.get("int8")

@@ -25,6 +25,8 @@ def test_onnx_export_of_the_checkpoint_has_every_head_within_tolerance(tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["model"] == "fm-uia-baseline.us-synth" and out.is_file()
+    assert list(res["per_output"]) == list(OFFICIAL_TASKS)            # zoo export's own per-head parity
+    assert max(res["per_output"].values()) == pytest.approx(res["max_abs_err"])
     loaded = load("fm-uia-baseline", device="cpu")
     model = loaded.model.eval()
     assert model.output_names() == list(OFFICIAL_TASKS)

@@ -116,6 +116,9 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
            "size_mb": path.stat().st_size / 2**20, "max_abs_err": abs_err, "max_rel_err": rel_err,
            "atol": atol, "rtol": rtol, "seconds": time.perf_counter() - t0, "notes": notes,
            "inputs": [list(a.shape) for a in args]}
+    names = base.output_names() if callable(getattr(base, "output_names", None)) else None
+    if names and len(names) == len(ref):   # a multi-head model: parity per named output
+        res["per_output"] = {n: _errors([r], [g])[0] for n, r, g in zip(names, ref, got)}
     if abs_err > atol + rtol * scale:
         path.unlink(missing_ok=True)
         if format in SIDECARS:
