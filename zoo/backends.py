@@ -539,9 +539,16 @@ def prepare(loaded_or_model, task=None, backend: str = "eager", *, device=None, 
         dev = resolve_device(device)
         target = loaded_or_model.model if hasattr(loaded_or_model, "task_name") else loaded_or_model
         target.to(dev)
-    base = Reference(loaded_or_model, task, options or {}, fuse)
     if backend == "eager":
-        return base.eager()
+        return Reference(loaded_or_model, task, options or {}, fuse).eager()
+    try:
+        base = Reference(loaded_or_model, task, options or {}, fuse)
+    except ExportError as exc:   # no method for a backend to stand in for: the model as it is
+        model = loaded_or_model.model if hasattr(loaded_or_model, "task_name") else loaded_or_model
+        if not quiet:
+            _say(f"backend {backend}: falling back to eager ({exc})")
+        return Prepared(model, "eager", model.forward, parity=0.0, fallback_reason=str(exc),
+                        detail={"requested": backend})
     if backend == "auto":
         return _auto(base, cache_dir, candidates, quiet)
     return _one(base, backend, cache_dir, quiet)
