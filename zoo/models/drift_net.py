@@ -36,6 +36,7 @@ state dict it is stored as a real (C, C, 2) tensor (see zoo.layers.spectral.Real
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -90,6 +91,36 @@ class DropPath(nn.Module):
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
+
+
+def _exporting() -> bool:
+    """Inside torch.onnx.export / torch.export / torch.jit tracing: graphs for other runtimes."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+@functools.lru_cache(maxsize=32)
+def _dft_matrices(h: int, w: int) -> dict:
+    """Real matrices of rfft2 / irfft2 (norm "forward") on an (h, w) grid, as nested tuples (plain
+    Python, so an exporter sees constants). Forward: X = Hc@Xr1 - Hs@Xi1 (+ i ...), with the
+    row transform Xr1 = x @ wc, Xi1 = x @ ws. Inverse: the full inverse DFT over rows, then the
+    half-spectrum one over columns, whose DC and Nyquist imaginary parts drop out as pocketfft's do."""
+    wf = w // 2 + 1
+    two_pi = 2.0 * math.pi
+
+    def angle(a, b, n):
+        return two_pi * ((a * b) % n) / n   # reduced first: exact zeros where the phase is a multiple of pi
+
+    wc = tuple(tuple(math.cos(angle(n, k, w)) / w for k in range(wf)) for n in range(w))
+    ws = tuple(tuple(-math.sin(angle(n, k, w)) / w for k in range(wf)) for n in range(w))
+    hc = tuple(tuple(math.cos(angle(k, m, h)) / h for m in range(h)) for k in range(h))
+    hs = tuple(tuple(-math.sin(angle(k, m, h)) / h for m in range(h)) for k in range(h))
+    ic = tuple(tuple(math.cos(angle(m, k, h)) for k in range(h)) for m in range(h))
+    is_ = tuple(tuple(math.sin(angle(m, k, h)) for k in range(h)) for m in range(h))
+    weight = [1.0 if k == 0 or (w % 2 == 0 and k == w // 2) else 2.0 for k in range(wf)]
+    gc = tuple(tuple(weight[k] * math.cos(angle(k, n, w)) for n in range(w)) for k in range(wf))
+    gs = tuple(tuple(0.0 if weight[k] == 1.0 else -weight[k] * math.sin(angle(k, n, w)) for n in range(w))
+               for k in range(wf))
+    return {"wc": wc, "ws": ws, "hc": hc, "hs": hs, "ic": ic, "is": is_, "gc": gc, "gs": gs}
 
 
 class RadialBandGate(nn.Module):
@@ -149,6 +180,11 @@ class SpectralGateBlock(RealPairStateMixin, nn.Module):
     def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:  # x: (B, H, W, C)
         b, h, w, c = x.shape
         xc = x.permute(0, 3, 1, 2)
+        if _exporting():
+            y = self._spectral_matmul(xc.float()).to(x.dtype)
+            y = y + self.depthwise(xc)
+            y = y.permute(0, 2, 3, 1) + self.pointwise(x)
+            return self.drop_path(self.norm(y, time))
         spec = torch.fft.rfft2(xc.float(), norm="forward")                 # (B, C, h, wf)
         low = spec * self.low_mask
         high = spec - low
@@ -160,6 +196,31 @@ class SpectralGateBlock(RealPairStateMixin, nn.Module):
         y = y + self.depthwise(xc)
         y = y.permute(0, 2, 3, 1) + self.pointwise(x)
         return self.drop_path(self.norm(y, time))
+
+
+    def _spectral_matmul(self, xc: torch.Tensor) -> torch.Tensor:
+        """Steps 1-4 for an export graph: the DFTs as matmuls with constant matrices and complex
+        numbers as (real, imaginary) pairs. onnxruntime's DFT and complex ops are slow generic
+        kernels; these are GEMMs. The same sums as eager, so the outputs agree to fp32 rounding."""
+        b, c, h, w = xc.shape
+        m = {k: torch.tensor(v, dtype=xc.dtype, device=xc.device) for k, v in _dft_matrices(h, w).items()}
+        r1, i1 = xc @ m["wc"], xc @ m["ws"]                                  # rows: (B, C, h, wf)
+        re = m["hc"] @ r1 - m["hs"] @ i1
+        im = m["hc"] @ i1 + m["hs"] @ r1
+        low_r, low_i = re * self.low_mask, im * self.low_mask
+        high_r, high_i = re - low_r, im - low_i
+        mix = torch.view_as_real(self.low_mix) if self.low_mix.is_complex() else self.low_mix
+        ar, ai = mix[..., 0], mix[..., 1]
+        lr, li = low_r.flatten(2), low_i.flatten(2)
+        mixed_r = (ar @ lr - ai @ li).reshape(re.shape)
+        mixed_i = (ar @ li + ai @ lr).reshape(re.shape)
+        feature = ((high_r.square() + high_i.square()).sqrt() - (low_r.square() + low_i.square()).sqrt()).abs()
+        alpha = self.band_gate(feature.flatten(2)).reshape(re.shape)
+        fr = alpha * mixed_r + (1.0 - alpha) * high_r
+        fi = alpha * mixed_i + (1.0 - alpha) * high_i
+        zr = m["ic"] @ fr - m["is"] @ fi                                     # inverse over rows
+        zi = m["ic"] @ fi + m["is"] @ fr
+        return zr @ m["gc"] + zi @ m["gs"]                                   # half spectrum -> (B, C, h, w)
 
 
 class SpectralLayer(nn.Module):

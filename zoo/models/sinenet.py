@@ -27,6 +27,9 @@ normaliser does around the network (PDEArena NavierStokes2D statistics for the I
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -86,6 +89,36 @@ class DownLevel(nn.Module):
         return lifted, h
 
 
+def _exporting() -> bool:
+    """Inside torch.onnx.export / torch.export / torch.jit tracing: graphs for other runtimes."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_x2_matrix(n: int, circular: bool) -> tuple:
+    """The (2n, n) matrix M with M @ v == PyTorch's x2 bicubic of v along one axis (align_corners
+    False, A = -0.75, border indices clamped; circular: wrapped, which is what padding by 2, resizing
+    and cropping computes). Plain Python so that an exporter sees a constant, not a Resize."""
+    a = -0.75
+
+    def near(t):   # |t| <= 1
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+
+    def far(t):    # 1 < |t| < 2
+        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+    rows = []
+    for o in range(2 * n):
+        src = (o + 0.5) / 2 - 0.5
+        i0 = math.floor(src)
+        t = src - i0
+        row = [0.0] * n
+        for k, w in zip(range(i0 - 1, i0 + 3), (far(t + 1), near(t), near(1 - t), far(2 - t))):
+            row[k % n if circular else min(max(k, 0), n - 1)] += w
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
 class UpLevel(nn.Module):
     """x2 bicubic upsampling, concat with the skip, conv blocks with a residual shortcut."""
 
@@ -98,11 +131,22 @@ class UpLevel(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1)
 
     def upsample(self, x):
+        if self.mode == "bicubic" and _exporting():
+            return self._upsample_matmul(x)
         if not self.circular:
             return F.interpolate(x, scale_factor=2, mode=self.mode)
         # wrap 2 cells, interpolate, crop the 4 cells the padding became
         x = F.interpolate(F.pad(x, (2, 2, 2, 2), mode="circular"), scale_factor=2, mode=self.mode)
         return x[..., 4:-4, 4:-4]
+
+    def _upsample_matmul(self, x):
+        """The export graph's upsampling: two matmuls with constant interpolation matrices.
+        onnxruntime's cubic Resize is a slow generic kernel (most of SineNet's ONNX time); GEMMs are
+        its fastest op. Same weights and taps as eager, so the outputs agree to fp32 rounding."""
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        mh = torch.tensor(_bicubic_x2_matrix(h, self.circular), dtype=x.dtype, device=x.device)
+        mw = mh if w == h else torch.tensor(_bicubic_x2_matrix(w, self.circular), dtype=x.dtype, device=x.device)
+        return torch.matmul(mh, torch.matmul(x, mw.t()))
 
     def forward(self, x, skip):
         up = self.upsample(x)

@@ -1,0 +1,400 @@
+"""zoo against the official implementations: same weights, outputs checked, every path timed in one
+process, interleaved call by call (so the load of a shared machine hits all alike), medians.
+
+    python benchmarks/vs_official.py                                   # zoo's own paths alone
+    python benchmarks/vs_official.py --official-sinenet ~/src/AIRS --official-drift ~/src/DRIFT-Net \\
+        --official-mhaf ~/src/MHAF-YOLO --threads 2 --repeats 20
+
+The official code never ships with zoo: each --official-* flag names a user's checkout (the repo
+root, or any folder above the file named below), imported from there for this run only:
+- SineNet: github.com/divelab/AIRS, OpenPDE/SineNet/pdearena/pdearena/modules/sinenet_dual.py
+- DRIFT-Net: github.com/cruiseresearchgroup/DRIFT-Net, driftnet/model.py (ScOT, use_spectral=True)
+- MHAF-YOLO: github.com/yang-0201/MHAF-YOLO, its `ultralytics` package and the MAF-YOLOv2 yamls
+  (needs that fork's own dependencies, e.g. opencv, pandas, thop).
+Our weights (the registry checkpoint when there is one, else a seeded random init) are copied into
+the official model, parameter for parameter; both sides then get the same normalisation our models
+apply inside, so the comparison is of the networks. Per backend the table gives ours, official and
+ours / official (below 1: zoo is faster), and a last row compares the best path of each side.
+Backends: eager (fused where the model has re-parameterisable branches), onnxruntime (both sides
+exported by the same exporter, sessions with the same settings), openvino where installed, compile
+with --compile (slow to build). Every path's output is checked against the official eager output
+(or ours, without the official code) before timing; "max abs" is that check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DEFAULT_MODELS = ("mhaf-yolo-n", "mhaf-yolo-s", "drift-net-t", "sinenet-8")
+GOALS = {"mhaf-yolo-n": 0.7, "mhaf-yolo-s": 0.7, "drift-net-t": 0.8, "sinenet-8": 0.8}
+
+
+def _find(root: str, rel: str) -> Path:
+    root_p = Path(root).expanduser()
+    hits = [root_p / rel] if (root_p / rel).is_file() else sorted(root_p.rglob(Path(rel).name))
+    hits = [h for h in hits if h.as_posix().endswith(rel)]
+    if not hits:
+        raise SystemExit(f"error: no {rel} under {root}")
+    return hits[0]
+
+
+def _import_file(name: str, path: Path, package_dir: Path | None = None):
+    """Import one file of a checkout without running its package's __init__ (which may pull in
+    training frameworks the network does not need)."""
+    if package_dir is not None:
+        pkg = types.ModuleType(name.rpartition(".")[0])
+        pkg.__path__ = [str(package_dir)]
+        sys.modules.setdefault(pkg.__name__, pkg)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    with contextlib.redirect_stdout(io.StringIO()):
+        spec.loader.exec_module(mod)
+    return mod
+
+
+def _copy_in_order(dst_params: list, src_params: list, what: str) -> None:
+    if len(dst_params) != len(src_params):
+        raise SystemExit(f"error: {what}: {len(dst_params)} official parameters vs {len(src_params)} of ours")
+    import torch
+    with torch.no_grad():
+        for (dn, d), (sn, s) in zip(dst_params, src_params):
+            if d.shape != s.shape or d.dtype != s.dtype:
+                raise SystemExit(f"error: {what}: official {dn} {tuple(d.shape)} does not line up with our {sn} "
+                                 f"{tuple(s.shape)}")
+            d.copy_(s)
+
+
+# ---- the official models, built on our weights --------------------------------------------------
+
+def official_sinenet(root: str, ours):
+    import torch
+    path = _find(root, "pdearena/modules/sinenet_dual.py")
+    _import_file("zoo_official_sinenet.activations", path.parent / "activations.py", path.parent)
+    mod = _import_file("zoo_official_sinenet.sinenet_dual", path, path.parent)
+    n_fields = ours.num_fields
+    waves = len(ours.waves)
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = mod.sinenet(n_input_scalar_components=n_fields, n_input_vector_components=0,
+                          n_output_scalar_components=n_fields, n_output_vector_components=0,
+                          time_history=ours.time_history, time_future=ours.time_future,
+                          hidden_channels=ours.lift.out_channels, padding_mode=ours.lift.padding_mode,
+                          num_waves=waves, mult=_sinenet_mult(ours), num_blocks=len(ours.waves[0].down[0].blocks),
+                          disentangle=ours.waves[0].down[0].disentangle, wave_residual=ours.wave_residual)
+    net.eval()
+    # official order: image_proj, down[w][*] for all w, up[w][*] for all w, final; ours wave by wave
+    src = list(ours.lift.named_parameters())
+    dst = list(net.image_proj.named_parameters())
+    for w in range(waves):
+        src += list(ours.waves[w].down.named_parameters()) + list(ours.waves[w].up.named_parameters())
+        dst += list(net.down[w].named_parameters()) + list(net.up[w].named_parameters())
+    src += list(ours.project.named_parameters())
+    dst += list(net.final.named_parameters())
+    _copy_in_order(dst, src, "SineNet")
+
+    class Official(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("field_mean", ours.field_mean.clone())
+            self.register_buffer("field_std", ours.field_std.clone())
+
+        def forward(self, x):
+            y = self.net((x - self.field_mean) / self.field_std)
+            return y * self.field_std + self.field_mean
+    return Official().eval()
+
+
+def _sinenet_mult(ours) -> float:
+    from zoo.models.sinenet import VARIANTS
+    hidden = ours.lift.out_channels
+    chans = [lvl.shortcut.out_channels for lvl in ours.waves[0].down]
+    for v in VARIANTS.values():   # the official multiplier that gives these widths
+        if [int(hidden * v["mult"] ** (i + 1)) for i in range(len(chans))] == chans:
+            return v["mult"]
+    return chans[0] / hidden
+
+
+def official_drift(root: str, ours):
+    import torch
+    for missing in ("pywt", "pytorch_wavelets"):   # imported at the top of model.py, unused by ScOT
+        try:
+            __import__(missing)
+        except ImportError:
+            stub = types.ModuleType(missing)
+            stub.DWTForward = stub.DWTInverse = None
+            sys.modules[missing] = stub
+    mod = _import_file("zoo_official_driftnet_model", _find(root, "driftnet/model.py"))
+    if not hasattr(mod.ScOT, "get_head_mask"):   # removed from newer transformers' PreTrainedModel
+        mod.ScOT.get_head_mask = lambda self, head_mask, n, *a, **k: [None] * n if head_mask is None else head_mask
+    dims = ours.patch_embed.out_channels
+    depths = [len(stage.layers) for stage in ours.encoder]
+    cfg = mod.ScOTConfig(
+        image_size=ours.image_size, patch_size=ours.patch_size, num_channels=ours.in_channels,
+        num_out_channels=ours.out_channels, embed_dim=dims, depths=depths,
+        num_heads=[3, 6, 12, 24][: len(depths)], skip_connections=[len(s) for s in ours.skips], window_size=16,
+        mlp_ratio=4.0, qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0,
+        hidden_act="gelu", use_absolute_embeddings=False, initializer_range=0.02, layer_norm_eps=1e-5, p=1,
+        channel_slice_list_normalized_loss=None, residual_model="convnext", use_conditioning=ours.conditional,
+        learn_residual=False, use_spectral=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = mod.ScOT(cfg).eval()
+    # official order: embeddings, encoder, decoder, patch recovery, residual (skip) blocks
+    order = ["patch_embed", "embed_norm", "encoder", "decoder", "patch_recovery", "recovery_mix", "skips"]
+    ours_named = list(ours.named_parameters())
+    src = [p for g in order for p in ours_named if p[0].split(".")[0] == g]
+    _copy_in_order(list(net.named_parameters()), src, "DRIFT-Net")
+
+    class Official(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("field_mean", ours.field_mean.clone())
+            self.register_buffer("field_std", ours.field_std.clone())
+
+        def forward(self, x, time):
+            y = self.net(pixel_values=(x - self.field_mean) / self.field_std, time=time).output
+            oc = y.shape[1]
+            return y * self.field_std[:, :oc] + self.field_mean[:, :oc]
+    return Official().eval()
+
+
+def official_mhaf(root: str, ours, variant: str):
+    """The fork's YOLOv10DetectionModel from its MAF-YOLOv2 yaml, our state dict loaded as is (the
+    release layout is ours: see zoo/converters/mhaf_yolo.py). Runs the one-to-one dense head."""
+    import torch
+    base = _find(root, f"ultralytics/cfg/models/mafv2/MAF-YOLOv2-{variant}.yaml").parents[4]
+    sys.path.insert(0, str(base))
+    from ultralytics.nn.tasks import YOLOv10DetectionModel   # the fork's, from the user's checkout
+    yaml_path = base / f"ultralytics/cfg/models/mafv2/MAF-YOLOv2-{variant}.yaml"
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = YOLOv10DetectionModel(str(yaml_path), nc=ours.num_classes, verbose=False)
+    missing, unexpected = net.load_state_dict(ours.state_dict(), strict=False)
+    if unexpected or [k for k in missing if "one2one" not in k and "cv2" not in k and "cv3" not in k]:
+        raise SystemExit(f"error: MHAF-YOLO layouts differ: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    net.eval()
+    return net
+
+
+# ---- paths and timing ---------------------------------------------------------------------------
+
+def _ort(model, args, task, tmp, name, threads):
+    from zoo.backends import onnx_session, write_onnx
+    path = Path(tmp) / f"{name}.onnx"
+    write_onnx(copy.deepcopy(model).cpu().eval(), args, path, task)
+    sess = onnx_session(path, threads)
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
+    return lambda: sess.run(None, feeds)
+
+
+def _ov(model, args, task, tmp, name, threads):
+    import openvino as ov
+
+    from zoo.backends import write_onnx
+    path = Path(tmp) / f"{name}-ov.onnx"
+    write_onnx(copy.deepcopy(model).cpu().eval(), args, path, task)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    req = compiled.create_infer_request()
+    feeds = [a.numpy() for a in args]
+    return lambda: req.infer(feeds)
+
+
+def _flat(out):
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flat(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flat(v)]
+    import numpy as np
+    if isinstance(out, np.ndarray):
+        return [torch.from_numpy(out)]
+    if hasattr(out, "values") and callable(out.values):   # an OpenVINO result
+        return [torch.from_numpy(np.asarray(v)) for v in out.values()]
+    return []
+
+
+def _max_abs(ref, got) -> float | None:
+    r, g = _flat(ref), _flat(got)
+    if not r or len(r) > len(g):
+        return None
+    return max(float((a.float() - b.float().reshape(a.shape)).abs().max()) for a, b in zip(r, g))
+
+
+def measure(name: str, official_root: str | None, args_ns) -> dict:
+    import torch
+
+    from zoo.loading import load
+    from zoo.tasks.base import Reparameterisable
+    torch.manual_seed(0)
+    loaded = load(name)   # the default checkpoint when the registry has one
+    ours, task = loaded.model.eval(), loaded.task
+    weights = loaded.full_name if loaded.tag else f"{name} (seeded random init: no checkpoint)"
+    opts = {"batch_size": 1}
+    if args_ns.resolution and "detection" not in task.name:
+        opts["resolution"] = args_ns.resolution
+    if args_ns.imgsz and task.name == "detection":
+        opts["imgsz"] = args_ns.imgsz
+    torch.manual_seed(1)
+    inputs = tuple(task.example_input(ours, opts))
+    res = {"model": name, "weights": weights, "inputs": [list(a.shape) for a in inputs],
+           "threads": args_ns.threads, "rows": [], "notes": []}
+
+    official = None
+    if official_root:
+        if name.startswith("sinenet"):
+            official = official_sinenet(official_root, ours)
+        elif name.startswith("drift"):
+            official = official_drift(official_root, ours)
+        elif name.startswith("mhaf"):
+            variant = name.split("mhaf-yolo-")[1]
+            official = official_mhaf(official_root, ours, variant)
+    ours_fused = ours
+    if isinstance(ours, Reparameterisable):
+        ours_fused = copy.deepcopy(ours).fuse() or ours
+        ours_fused.eval()
+    # the module whose forward every backend runs: the deploy view where a model has one
+    view = ours_fused.export_model().eval() if hasattr(ours_fused, "export_model") else ours_fused
+    off_view = official
+    if official is not None and name.startswith("mhaf"):
+        off_view = _OfficialDense(official)
+
+    paths: dict[tuple[str, str], object] = {}
+    with torch.inference_mode():
+        ref_ours = view(*inputs)
+        ref = off_view(*inputs) if off_view is not None else ref_ours
+    if off_view is not None:
+        err = _max_abs(ref, ref_ours)
+        res["eager_equal"] = {"max_abs": err, "bit_exact": err == 0.0}
+    tmp = tempfile.TemporaryDirectory(prefix="zoo-vs-official-")
+    sides = [("ours", view)] + ([("official", off_view)] if off_view is not None else [])
+    backends = ["eager", "onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+        backends.append("openvino")
+    except ImportError:
+        res["notes"].append("openvino: not installed (pip install openvino)")
+    if args_ns.compile:
+        backends.append("compile")
+    checks = {}
+    for side, module in sides:
+        for b in backends:
+            try:
+                if b == "eager":
+                    fn = (lambda m=module: m(*inputs))
+                elif b == "onnxruntime":
+                    fn = _ort(module, inputs, task, tmp.name, f"{side}", args_ns.threads)
+                elif b == "openvino":
+                    fn = _ov(module, inputs, task, tmp.name, f"{side}", args_ns.threads)
+                else:
+                    compiled = torch.compile(module)
+                    fn = (lambda m=compiled: m(*inputs))
+                with torch.inference_mode():
+                    checks[(side, b)] = _max_abs(ref, fn())
+                paths[(side, b)] = fn
+            except Exception as exc:   # a path that cannot take this model: say so, time the others
+                res["notes"].append(f"{side} {b}: not available ({type(exc).__name__}: "
+                                    f"{' '.join(str(exc).split())[:140]})")
+    times = {k: [] for k in paths}
+    with torch.inference_mode():
+        for fn in paths.values():
+            for _ in range(args_ns.warmup):
+                fn()
+        for _ in range(args_ns.repeats):   # interleaved: one call of every path per round
+            for k, fn in paths.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    tmp.cleanup()
+    p50 = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    for b in backends:
+        o, f = p50.get(("ours", b)), p50.get(("official", b))
+        if o is None and f is None:
+            continue
+        res["rows"].append({"backend": b + (" (fused)" if b == "eager" and ours_fused is not ours else ""),
+                            "ours_ms": o, "official_ms": f, "ratio": (o / f) if o and f else None,
+                            "ours_max_abs": checks.get(("ours", b)), "official_max_abs": checks.get(("official", b))})
+    best_o = min(((v, k[1]) for k, v in p50.items() if k[0] == "ours"), default=None)
+    best_f = min(((v, k[1]) for k, v in p50.items() if k[0] == "official"), default=None)
+    if best_o:
+        res["rows"].append({"backend": f"best: ours {best_o[1]}" + (f" vs official {best_f[1]}" if best_f else ""),
+                            "ours_ms": best_o[0], "official_ms": best_f[0] if best_f else None,
+                            "ratio": best_o[0] / best_f[0] if best_f else None, "goal": GOALS.get(name)})
+    return res
+
+
+class _OfficialDense:
+    """The official detector's one-to-one dense predictions, the tensor our deploy view returns."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x):
+        out = self.net(x)
+        if isinstance(out, dict):
+            out = out.get("one2one", out)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official-mhaf", metavar="PATH")
+    ap.add_argument("--official-drift", metavar="PATH")
+    ap.add_argument("--official-sinenet", metavar="PATH")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated zoo names")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--resolution", type=int, default=None, help="grid of the PDE models' input (default: native)")
+    ap.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(a.threads)
+    roots = {"mhaf": a.official_mhaf, "drift": a.official_drift, "sinenet": a.official_sinenet}
+    out = {"threads": a.threads, "torch": torch.__version__, "models": []}
+    for name in [m.strip() for m in a.models.split(",") if m.strip()]:
+        root = next((v for k, v in roots.items() if name.startswith(k)), None)
+        out["models"].append(measure(name, root, a))
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return out
+    for m in out["models"]:
+        eq = m.get("eager_equal")
+        eq_s = ("" if eq is None else "; eager outputs " + ("bit-exact" if eq["bit_exact"]
+                                                           else f"differ by max abs {eq['max_abs']:.3g}"))
+        print(f"\n{m['model']} ({m['weights']}), input {m['inputs']}{eq_s}")
+        print(f"{'backend':34} | threads | ours ms | official ms | ratio | max abs vs ref")
+        for r in m["rows"]:
+            goal = f" (goal <= {r['goal']})" if r.get("goal") and r["ratio"] is not None else ""
+            print(f"{r['backend']:34} | {m['threads']:7} | {_fmt(r['ours_ms']):>7} | {_fmt(r['official_ms']):>11} | "
+                  f"{_fmt(r['ratio'], '.3f'):>5}{goal} | {_fmt(r.get('ours_max_abs'), '.2g')}")
+        for n in m["notes"]:
+            print(f"  note: {n}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
