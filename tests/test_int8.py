@@ -38,6 +38,21 @@ def test_int8_file_sits_beside_the_fp32_one():
     assert int8_path(Path("x/y.xml")) == Path("x/y.int8.xml")
 
 
+def test_the_last_product_before_each_output_stays_fp32():
+    """Walking back from each output through non-quantised ops: the nearest Conv/MatMul/Gemm."""
+    from onnx import TensorProto, helper
+
+    from zoo.verbs.export import last_products
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="first"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="act"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="second"),
+             helper.make_node("Add", ["h2", "b"], ["y"], name="bias"),
+             helper.make_node("Gemm", ["r1", "w3"], ["z"], name="side")]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "y", "z")]
+    graph = helper.make_graph(nodes, "g", [vi[0]], vi[1:])
+    assert sorted(last_products(graph)) == ["second", "side"]
+
+
 def test_a_task_without_a_tolerance_refuses_int8(tmp_path):
     done = run_zoo("export", "gpt-mini.shakespeare", "--int8", "--out", str(tmp_path / "g.onnx"))
     last = done.stderr.strip().splitlines()[-1]

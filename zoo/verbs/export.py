@@ -112,8 +112,9 @@ def export_loaded(loaded, format: str, *, out=None, fuse: bool = True, options: 
     abs_err, rel_err, scale = _errors(ref, got)
     atol = float(options.get("atol", 1e-4))
     rtol = float(options.get("rtol", 1e-4))
+    side = path.with_suffix(SIDECARS[format]) if format in SIDECARS else None
     res = {"model": loaded.full_name, "format": format, "path": str(path),
-           "size_mb": path.stat().st_size / 2**20, "max_abs_err": abs_err, "max_rel_err": rel_err,
+           "size_mb": (path.stat().st_size + (side.stat().st_size if side else 0)) / 2**20, "max_abs_err": abs_err, "max_rel_err": rel_err,
            "atol": atol, "rtol": rtol, "seconds": time.perf_counter() - t0, "notes": notes,
            "inputs": [list(a.shape) for a in args]}
     names = base.output_names() if callable(getattr(base, "output_names", None)) else None
