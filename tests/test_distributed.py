@@ -235,13 +235,14 @@ def _workers(spec: str) -> dict[int, int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_a_killed_worker_is_restarted_and_the_run_resumes_from_its_saved_state(tmp_path):
-    """Two local workers, --max-restarts 1; rank 1 is SIGKILLed once a state is saved. torchrun
-    restarts the group, which resumes from the saved step (not from 0) and ends with the weights
-    of an uninterrupted 2-process run."""
+    """Two local workers joined by an elastic c10d rendezvous, --max-restarts 1; rank 1 is
+    SIGKILLed once a state is saved. torchrun restarts the group, which resumes from the saved step
+    (not from 0) and ends with the weights of an uninterrupted 2-process run."""
     steps = ["--steps", "80", "--save-every", "10", "--nproc-per-node", "2", "--scratch"]
     ref = _zoo("finetune", *TINY, *steps, "--out", str(tmp_path / "ref"))
     out = tmp_path / "run"
-    run = _zoo("finetune", *TINY, *steps, "--max-restarts", "1", "--out", str(out))
+    run = _zoo("finetune", *TINY, *steps, "--max-restarts", "1", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
+               "--rdzv-id", "elastic-test", "--out", str(out))
     state, spec = out / ".train" / "state.pt", str(out / ".train" / "launch.json")
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline and not state.is_file() and run.poll() is None:
@@ -296,3 +297,12 @@ def test_other_ranks_never_check_or_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "_run", lambda args: "trained")
     assert loop.run({"name": "deeponet", "out": str(out), "run_id": "r1", "options": {}}) == "trained"
     assert sorted(p.name for p in (out / ".train").iterdir()) == ["state.pt"]
+
+
+def test_a_failed_torchrun_is_reported_by_its_first_worker_error():
+    from zoo.training.distributed import failure_line
+    report = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n[rank0]: RuntimeError: Gloo connect failed\n"
+              "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n" + "=" * 60 + "\n")
+    assert failure_line(report, 1) == "distributed run failed (exit 1): [rank0]: RuntimeError: Gloo connect failed"
+    assert failure_line("noise\nzoo: the training set is empty\n" + "=" * 60, 1) == "the training set is empty"
+    assert failure_line("=" * 60 + "\n", 3) == "distributed run failed (exit 3): "

@@ -118,10 +118,21 @@ def torchrun(flags: list[str], module: str, argv: list[str], env: dict, preexec_
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **env}
     done = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     if done.returncode != 0:
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        zoo_lines = [ln for ln in lines if ln.startswith("zoo: ")]
-        raise ZooError(zoo_lines[-1][5:] if zoo_lines else
-                       f"distributed run failed (exit {done.returncode}): {lines[-1] if lines else ''}")
+        raise ZooError(failure_line(done.stderr, done.returncode))
+
+
+def failure_line(stderr: str, code: int) -> str:
+    """One line for a failed torchrun: a worker's own `zoo: ...` message, else the first Python
+    error a worker raised (torchrun's report around it is a frame of rules), else its last line."""
+    import re
+    lines = [ln.strip() for ln in stderr.splitlines() if set(ln.strip()) - set("=-")]
+    zoo_lines = [ln for ln in lines if ln.startswith("zoo: ")]
+    if zoo_lines:
+        return zoo_lines[-1][5:]
+    errors = [ln for ln in lines if re.match(r"^(\[rank\d+\]: )?[\w.]*(Error|Exception)\b", ln)
+              and "ChildFailedError" not in ln]
+    why = errors[0] if errors else (lines[-1] if lines else "")
+    return f"distributed run failed (exit {code}): {why[:300]}"
 
 
 # ---- sharded evaluation --------------------------------------------------------------------------

@@ -30,7 +30,22 @@ def _dist(use_cuda: bool):
     import torch.distributed as dist
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        restart = _restarts()
+        if not restart:
+            dist.init_process_group(backend)
+        else:
+            # a restarted group may be handed the failed attempt's store, whose keys still point
+            # at the dead workers' sockets (gloo then fails with "connection refused"): keep each
+            # attempt's keys apart
+            from datetime import timedelta
+            rank = int(os.environ["RANK"])
+            agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                  is_master=rank == 0 and not agent, timeout=timedelta(minutes=10),
+                                  multi_tenant=True)
+            dist.init_process_group(backend, store=dist.PrefixStore(f"zoo/attempt-{restart}", store),
+                                    rank=rank, world_size=world)
     rank = dist.get_rank() if world > 1 else 0
     return rank, world
 
