@@ -159,18 +159,28 @@ def test_cli_distributed_eval_of_a_task_without_shards_is_refused_in_one_line():
 # ---- end to end (torchrun) ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_two_nodes_end_with_the_weights_of_one_two_process_node(tmp_path):
-    """`--nnodes 2 --node-rank 0/1` (static rendezvous on 127.0.0.1, one process each) against
-    `--nproc-per-node 2`: the same data shards and all-reduce, so the same weights."""
+@pytest.mark.parametrize("rendezvous", ["static", "c10d"])
+def test_two_nodes_end_with_the_weights_of_one_two_process_node(tmp_path, rendezvous):
+    """Two "nodes" of one process each on 127.0.0.1 against `--nproc-per-node 2`: the same data
+    shards and all-reduce, so the same weights. static: `--node-rank 0/1 --master-addr/--master-port`
+    (node 0 writes); c10d: `--rdzv-endpoint`, where the rendezvous picks rank 0 and that worker
+    checks, locks and writes --out."""
     steps = ["--steps", "6", "--save-every", "3"]
-    port = _free_port()
+    port = str(_free_port())
     ref = _zoo("finetune", *TINY, *steps, "--nproc-per-node", "2", "--out", str(tmp_path / "ref"))
-    node = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port), "--out", str(tmp_path / "mn")]
-    n0 = _zoo("finetune", *TINY, *steps, *node, "--node-rank", "0")
-    n1 = _zoo("finetune", *TINY, *steps, *node, "--node-rank", "1")
-    s1, s0, sref = _finish(n1), _finish(n0), _finish(ref)
+    node = ["--nnodes", "2", "--out", str(tmp_path / "mn")]
+    if rendezvous == "static":
+        node += ["--master-addr", "127.0.0.1", "--master-port", port]
+        nodes = [_zoo("finetune", *TINY, *steps, *node, "--node-rank", str(r)) for r in (0, 1)]
+    else:
+        node += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
+        nodes = [_zoo("finetune", *TINY, *steps, *node) for _ in (0, 1)]
+    summaries, sref = [_finish(n) for n in nodes], _finish(ref)
+    s0, s1 = sorted(summaries, key=lambda x: x["rank"])
+    if rendezvous == "static":
+        assert summaries[0] is s0   # --node-rank 0 holds rank 0
     assert s0["world_size"] == s1["world_size"] == sref["world_size"] == 2
-    assert s0["rank"] == 0 and s1["rank"] == 1 and s1["notes"]
+    assert s0["rank"] == 0 and s1["rank"] == 1 and s1["notes"] and "metrics" not in s1
     assert s0["steps"] == sref["steps"] == 6 and s0["final_loss"] == sref["final_loss"]
     _assert_same_weights(_weights(tmp_path / "mn"), _weights(tmp_path / "ref"))
     assert (tmp_path / "mn" / "model.safetensors").is_file()
