@@ -47,6 +47,7 @@ def test_split_fractions_negatives_and_no_leak(small_graph, split):
     val_pos = split["val_pairs"][:, split["val_labels"] == 1]
     assert not _edge_set(test_pos) & test_known                        # a test edge never passes messages
     assert not _edge_set(val_pos) & train_known
+    assert torch.equal(split["val_edge_index"], split["train_edge_index"])   # val pairs pass messages on train edges
     assert _edge_set(val_pos) <= test_known                           # val edges are known when testing
     neg = split["test_pairs"][:, split["test_labels"] == 0]
     assert not _edge_set(neg) & graph                                 # negatives are non-edges
@@ -97,6 +98,17 @@ def test_each_link_procedure_learns(split, procedure):
     assert auc > 0.7, (procedure, auc)                                # chance is 0.5
     if procedure == "sf":
         assert module.phase == 2 and int(m.trained_layers) == 2      # both layers trained, one after the other
+
+
+def test_cached_validation_is_the_models_own_prediction(split):
+    """Layer-wise validation reuses the frozen layers' outputs; it must score as the model does."""
+    torch.manual_seed(0)
+    m = ForwardGNNLinkPredictor(in_channels=60, hidden=16, layers=3, procedure="sf")
+    module = LinkPredictionTraining(m, {"epochs_per_layer": 4, "patience": 50})
+    for _ in range(6):
+        module(split)
+    assert module.phase == 1
+    assert module._val_score(split) == pytest.approx(_val_auc(m, split), abs=1e-6)
 
 
 def test_sf_link_training_touches_only_the_current_layer(split):

@@ -302,21 +302,37 @@ class LinkPredictionTraining(LayerwiseGraphTraining):
         if model.procedure == "bp":
             h = model.embed(x, ei)[-1]
         else:
-            with torch.no_grad():
-                h = x
-                for i in range(self.phase):
-                    h = model.layer(i, h, ei)
-            h = model.layer(self.phase, h.detach(), ei)
+            lower = self._frozen(g)
+            h = model.layer(self.phase, lower[-1] if lower else x, ei)
         loss = F.binary_cross_entropy_with_logits(model.pair_logit(h, pairs), labels)
         loss.backward()
         return loss
 
+    def _frozen(self, g) -> list[torch.Tensor]:
+        """Outputs of the finished (frozen) layers on the training edges: constant while the current
+        layer trains, so computed once per layer instead of every epoch."""
+        key = (self.phase, g["x"].data_ptr(), g["train_edge_index"].data_ptr())
+        if getattr(self, "_frozen_key", None) != key:
+            with torch.no_grad():
+                outs, h = [], g["x"]
+                for i in range(self.phase):
+                    h = self.model.layer(i, h, g["train_edge_index"])
+                    outs.append(h)
+            self._frozen_cache, self._frozen_key = outs, key
+        return self._frozen_cache
+
     @torch.no_grad()
     def _val_score(self, g) -> float:
-        self.model.eval()
+        model = self.model
+        model.eval()
         key = "val" if g["val_pairs"].numel() else "train"
-        score = self.model(g["x"], g[f"{key}_edge_index"], g[f"{key}_pairs"])
-        self.model.train()
+        pairs = g[f"{key}_pairs"]
+        if model.procedure == "sf" and key == "val":   # val pairs pass messages along the training edges
+            hs = self._frozen(g) + [model.layer(self.phase, (self._frozen(g) or [g["x"]])[-1], g["train_edge_index"])]
+            score = sum(torch.sigmoid(model.pair_logit(h, pairs)) for h in hs)
+        else:
+            score = model(g["x"], g[f"{key}_edge_index"], pairs)
+        model.train()
         return roc_auc(score, g[f"{key}_labels"])
 
 
