@@ -247,7 +247,8 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     ours, task = loaded.model.eval(), loaded.task
     weights = loaded.full_name if loaded.tag else f"{name} (seeded random init: no checkpoint)"
     opts = {"batch_size": 1}
-    if args_ns.resolution and "detection" not in task.name:
+    # --resolution for models that take any grid; one tied to its grid (DRIFT-Net) keeps it
+    if args_ns.resolution and "detection" not in task.name and getattr(ours, "native_grid", None) is None:
         opts["resolution"] = args_ns.resolution
     if args_ns.imgsz and task.name == "detection":
         opts["imgsz"] = args_ns.imgsz

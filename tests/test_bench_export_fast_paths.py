@@ -32,7 +32,7 @@ def test_bicubic_matrix_is_pytorchs_bicubic(n, circular):
         ref = F.interpolate(F.pad(x, (2, 2, 2, 2), mode="circular"), scale_factor=2, mode="bicubic")[..., 4:-4, 4:-4]
     else:
         ref = F.interpolate(x, scale_factor=2, mode="bicubic")
-    m = torch.tensor(sine._bicubic_x2_matrix(n, circular), dtype=torch.float64)
+    m = sine._bicubic_x2_matrix(n, circular, torch.float64)
     assert torch.allclose(m @ x @ m.t(), ref, rtol=0, atol=1e-12)
 
 

@@ -36,7 +36,6 @@ state dict it is stored as a real (C, C, 2) tensor (see zoo.layers.spectral.Real
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -98,29 +97,26 @@ def _exporting() -> bool:
     return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
-@functools.lru_cache(maxsize=32)
-def _dft_matrices(h: int, w: int) -> dict:
-    """Real matrices of rfft2 / irfft2 (norm "forward") on an (h, w) grid, as nested tuples (plain
-    Python, so an exporter sees constants). Forward: X = Hc@Xr1 - Hs@Xi1 (+ i ...), with the
-    row transform Xr1 = x @ wc, Xi1 = x @ ws. Inverse: the full inverse DFT over rows, then the
-    half-spectrum one over columns, whose DC and Nyquist imaginary parts drop out as pocketfft's do."""
+def _dft_matrices(h: int, w: int, dtype=torch.float32, device=None) -> dict:
+    """Real matrices of rfft2 / irfft2 (norm "forward") on an (h, w) grid. Forward: X = Hc@Xr1 -
+    Hs@Xi1 (+ i ...), with the row transform Xr1 = x @ wc, Xi1 = x @ ws. Inverse: the full inverse
+    DFT over rows, then the half-spectrum one over columns, whose DC and Nyquist imaginary parts
+    drop out as pocketfft's do. Built from aranges in float64 (phases reduced mod n in integers), so
+    an exporter traces a few ops it folds to constants."""
     wf = w // 2 + 1
-    two_pi = 2.0 * math.pi
+    f64 = torch.float64
 
-    def angle(a, b, n):
-        return two_pi * ((a * b) % n) / n   # reduced first: exact zeros where the phase is a multiple of pi
+    def phase(a, b, n):
+        return (2.0 * math.pi / n) * ((a[:, None] * b[None, :]) % n).to(f64)
 
-    wc = tuple(tuple(math.cos(angle(n, k, w)) / w for k in range(wf)) for n in range(w))
-    ws = tuple(tuple(-math.sin(angle(n, k, w)) / w for k in range(wf)) for n in range(w))
-    hc = tuple(tuple(math.cos(angle(k, m, h)) / h for m in range(h)) for k in range(h))
-    hs = tuple(tuple(-math.sin(angle(k, m, h)) / h for m in range(h)) for k in range(h))
-    ic = tuple(tuple(math.cos(angle(m, k, h)) for k in range(h)) for m in range(h))
-    is_ = tuple(tuple(math.sin(angle(m, k, h)) for k in range(h)) for m in range(h))
-    weight = [1.0 if k == 0 or (w % 2 == 0 and k == w // 2) else 2.0 for k in range(wf)]
-    gc = tuple(tuple(weight[k] * math.cos(angle(k, n, w)) for n in range(w)) for k in range(wf))
-    gs = tuple(tuple(0.0 if weight[k] == 1.0 else -weight[k] * math.sin(angle(k, n, w)) for n in range(w))
-               for k in range(wf))
-    return {"wc": wc, "ws": ws, "hc": hc, "hs": hs, "ic": ic, "is": is_, "gc": gc, "gs": gs}
+    rh, rw, kw = (torch.arange(k, device=device) for k in (h, w, wf))
+    pw, ph, pg = phase(rw, kw, w), phase(rh, rh, h), phase(kw, rw, w)
+    edge = ((kw == 0) | (kw * 2 == w))[:, None]          # DC and Nyquist: counted once, sine parts dropped
+    out = {"wc": torch.cos(pw) / w, "ws": -torch.sin(pw) / w, "hc": torch.cos(ph) / h, "hs": -torch.sin(ph) / h,
+           "ic": torch.cos(ph), "is": torch.sin(ph),
+           "gc": torch.where(edge, 1.0, 2.0) * torch.cos(pg),
+           "gs": torch.where(edge, torch.zeros_like(pg), -2.0 * torch.sin(pg))}
+    return {k: v.to(dtype) for k, v in out.items()}
 
 
 class RadialBandGate(nn.Module):
@@ -203,7 +199,7 @@ class SpectralGateBlock(RealPairStateMixin, nn.Module):
         numbers as (real, imaginary) pairs. onnxruntime's DFT and complex ops are slow generic
         kernels; these are GEMMs. The same sums as eager, so the outputs agree to fp32 rounding."""
         b, c, h, w = xc.shape
-        m = {k: torch.tensor(v, dtype=xc.dtype, device=xc.device) for k, v in _dft_matrices(h, w).items()}
+        m = _dft_matrices(h, w, xc.dtype, xc.device)
         r1, i1 = xc @ m["wc"], xc @ m["ws"]                                  # rows: (B, C, h, wf)
         re = m["hc"] @ r1 - m["hs"] @ i1
         im = m["hc"] @ i1 + m["hs"] @ r1

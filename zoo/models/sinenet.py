@@ -27,9 +27,6 @@ normaliser does around the network (PDEArena NavierStokes2D statistics for the I
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -94,29 +91,29 @@ def _exporting() -> bool:
     return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
-@functools.lru_cache(maxsize=64)
-def _bicubic_x2_matrix(n: int, circular: bool) -> tuple:
+def _bicubic_x2_matrix(n: int, circular: bool, dtype=torch.float32, device=None) -> torch.Tensor:
     """The (2n, n) matrix M with M @ v == PyTorch's x2 bicubic of v along one axis (align_corners
     False, A = -0.75, border indices clamped; circular: wrapped, which is what padding by 2, resizing
-    and cropping computes). Plain Python so that an exporter sees a constant, not a Resize."""
+    and cropping computes). Built from aranges in float64 (the weights at t = 0.25/0.75 are exact
+    dyadic numbers), so an exporter traces a few ops it folds to a constant, not n^2 Python floats."""
     a = -0.75
+    f64 = torch.float64
+    o = torch.arange(2 * n, dtype=f64, device=device)
+    src = (o + 0.5) / 2 - 0.5
+    i0 = torch.floor(src)
+    t = src - i0
 
-    def near(t):   # |t| <= 1
-        return ((a + 2) * t - (a + 3)) * t * t + 1
+    def near(x):   # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
 
-    def far(t):    # 1 < |t| < 2
-        return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    def far(x):    # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
 
-    rows = []
-    for o in range(2 * n):
-        src = (o + 0.5) / 2 - 0.5
-        i0 = math.floor(src)
-        t = src - i0
-        row = [0.0] * n
-        for k, w in zip(range(i0 - 1, i0 + 3), (far(t + 1), near(t), near(1 - t), far(2 - t))):
-            row[k % n if circular else min(max(k, 0), n - 1)] += w
-        rows.append(tuple(row))
-    return tuple(rows)
+    w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1)                  # (2n, 4)
+    idx = i0.to(torch.int64)[:, None] + torch.arange(-1, 3, device=device)[None]
+    idx = idx.remainder(n) if circular else idx.clamp(0, n - 1)
+    onehot = (idx[:, :, None] == torch.arange(n, device=device)[None, None]).to(f64)    # (2n, 4, n)
+    return (w[:, :, None] * onehot).sum(1).to(dtype)
 
 
 class UpLevel(nn.Module):
@@ -144,8 +141,8 @@ class UpLevel(nn.Module):
         onnxruntime's cubic Resize is a slow generic kernel (most of SineNet's ONNX time); GEMMs are
         its fastest op. Same weights and taps as eager, so the outputs agree to fp32 rounding."""
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        mh = torch.tensor(_bicubic_x2_matrix(h, self.circular), dtype=x.dtype, device=x.device)
-        mw = mh if w == h else torch.tensor(_bicubic_x2_matrix(w, self.circular), dtype=x.dtype, device=x.device)
+        mh = _bicubic_x2_matrix(h, self.circular, x.dtype, x.device)
+        mw = mh if w == h else _bicubic_x2_matrix(w, self.circular, x.dtype, x.device)
         return torch.matmul(mh, torch.matmul(x, mw.t()))
 
     def forward(self, x, skip):
