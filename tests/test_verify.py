@@ -151,3 +151,19 @@ def test_model_index_for_the_card():
     values = {m["type"]: m["value"] for m in res["metrics"]}
     assert values["rel_l2"] == pytest.approx(0.00489722094647511)
     assert all(m["verified"] is False for m in res["metrics"])
+
+
+def test_fingerprint_ignores_memory_addresses():
+    """Items may carry objects whose repr names a memory address (a PINN problem's callables): the
+    digest must depend on the data, not on where this process put those objects."""
+    import torch
+
+    from zoo.verbs.verify import fingerprint
+
+    def item_with(fn, value):
+        return [{"x": torch.tensor([value]), "problem": (fn,)}]
+
+    first = fingerprint(item_with(lambda u: u, 1.0))
+    again = fingerprint(item_with(lambda u: u, 1.0))   # another function object, another address
+    assert first == again
+    assert fingerprint(item_with(lambda u: u, 2.0)) != first
