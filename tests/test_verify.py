@@ -163,7 +163,9 @@ def test_fingerprint_ignores_memory_addresses():
     def item_with(fn, value):
         return [{"x": torch.tensor([value]), "problem": (fn,)}]
 
-    first = fingerprint(item_with(lambda u: u, 1.0))
-    again = fingerprint(item_with(lambda u: u, 1.0))   # another function object, another address
+    f, g = (lambda u: u), (lambda u: u)   # both alive: two addresses
+    assert repr(f) != repr(g)
+    first = fingerprint(item_with(f, 1.0))
+    again = fingerprint(item_with(g, 1.0))
     assert first == again
-    assert fingerprint(item_with(lambda u: u, 2.0)) != first
+    assert fingerprint(item_with(f, 2.0)) != first
