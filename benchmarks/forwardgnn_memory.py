@@ -15,7 +15,27 @@ accuracy, with less training memory. Accuracy, peak training memory and step tim
   input built once per graph). A layer-wise step only keeps one layer's activations alive;
 * accuracy on the test nodes after training.
 
-Run: OMP_NUM_THREADS=1 python benchmarks/forwardgnn_memory.py [--backbone gcn] [--epochs 200] [--json]
+Where the memory goes: every step of either procedure builds one layer's transient E x hidden
+message tensor (gather, scale, scatter), and that transient sets the peak of a shallow GCN. What BP
+keeps for its backward per GCN layer is small (N x hidden inputs and ReLU masks: the edge weights
+carry no gradient, so the messages are not saved), so BP's peak grows with depth, not with the
+graph; SF keeps one layer's but its augmented graph has ~20% more edges (training nodes <-> class
+virtual nodes), hence SF ~1.05x BP at 4 layers. GAT saves its E x hidden messages for the attention
+gradient, so there the activations dominate already at 4 layers. Measured on CPU (2 shared cores),
+gcn unless said, hidden 128, SF/BP peak:
+
+    --nodes 2995 (16,110 directed edges)  --layers 4            27.4 / 28.6 MB -> 1.04
+    --nodes 20000 (108,862 edges)         --layers 4            184.5 / 192.8 MB -> 1.05 (same with --features 500)
+    --nodes 2995                          --layers 8            34.7 / 28.6 MB -> 0.82
+    --nodes 2995                          --layers 16           49.3 / 28.6 MB -> 0.58
+    --nodes 20000                         --layers 8            233.4 / 192.8 MB -> 0.83
+    --backbone gat --nodes 2995           --layers 4            81.7 / 51.3 MB -> 0.63
+    (each: --procedures bp,sf --epochs 2*layers --json)
+
+With few `--epochs` the accuracy column is not meaningful (it is there for the long runs).
+
+Run: OMP_NUM_THREADS=1 python benchmarks/forwardgnn_memory.py [--backbone gcn] [--epochs 200] [--nodes N]
+     [--features F] [--layers L] [--procedures bp,sf] [--json]
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--procedures", default="bp,sf,sf-top2loss,ff-la")
     ap.add_argument("--dataset", default="citation-sbm", choices=["citation-sbm", "drosophila", "karate"])
     ap.add_argument("--nodes", type=int, default=2995)
+    ap.add_argument("--features", type=int, default=2879, help="citation-sbm: bag-of-words width")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=128)
@@ -51,7 +72,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     dev = torch.device(a.device)
-    g = (graphs.citation_sbm(num_nodes=a.nodes) if a.dataset == "citation-sbm"
+    g = (graphs.citation_sbm(num_nodes=a.nodes, num_features=a.features) if a.dataset == "citation-sbm"
          else getattr(graphs, a.dataset)())
     g = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in g.items()}
     n, f = g["x"].shape
@@ -107,12 +128,14 @@ def main(argv=None) -> dict:
         if bp:
             r["memory_vs_bp"] = r["peak_mb"] / bp["peak_mb"] if bp["peak_mb"] else float("nan")
             r["time_vs_bp"] = r["step_ms"] / bp["step_ms"]
-    result = {"backbone": a.backbone, "dataset": a.dataset, "nodes": n, "epochs": a.epochs, "layers": a.layers,
+    result = {"backbone": a.backbone, "dataset": a.dataset, "nodes": n, "edges": int(g["edge_index"].shape[1]),
+              "features": f, "epochs": a.epochs, "layers": a.layers,
               "hidden": a.hidden, "device": str(dev), "rows": rows}
     if a.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"{a.backbone} {a.layers}x{a.hidden} on {a.dataset} ({n} nodes), {a.epochs} epochs each, {dev}")
+        print(f"{a.backbone} {a.layers}x{a.hidden} on {a.dataset} ({n} nodes, {result['edges']} directed edges, "
+              f"{f} features), {a.epochs} epochs each, {dev}")
         print(f"{'procedure':<13}{'test acc %':>11}{'peak MB':>10}{'x bp':>7}{'step ms':>10}{'x bp':>7}")
         for r in rows:
             print(f"{r['procedure']:<13}{r['accuracy']:>11.2f}{r['peak_mb']:>10.1f}{r.get('memory_vs_bp', 1):>7.2f}"
