@@ -122,6 +122,21 @@ def test_auto_choice_is_cached_per_model_and_machine_and_reused(loaded, cache, m
     assert len(timed) == 2
 
 
+def test_auto_on_a_cpu_does_not_build_torch_compile(loaded, tmp_path, monkeypatch):
+    """compile's first build takes minutes on a CPU: auto leaves it out unless asked for by name."""
+    built = []
+    real_one = backends._one
+
+    def spy(base, backend, *a, **k):
+        built.append(backend)
+        return real_one(base, backend, *a, **k)
+    monkeypatch.setattr(backends, "_one", spy)
+    monkeypatch.setattr(backends, "time_backends", lambda ready, *a, **k: {n: float(i) for i, n in enumerate(ready)})
+    chosen = backends.prepare(loaded, None, "auto", cache_dir=tmp_path, quiet=True)   # no cached choice
+    assert "compile" not in built and "onnxruntime" in built
+    assert "compile" in chosen.detail["auto"]["failed"]
+
+
 def test_topk_parity_checks_boxes_not_only_tensors():
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(1, 30, 2, generator=g) * 500

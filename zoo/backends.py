@@ -616,8 +616,15 @@ def _auto(base: Reference, cache_dir, candidates: list[str] | None, quiet: bool)
                     _say(f"backend auto for {base.name}: {choice} (cached choice: {cached.get('why', '')})")
                 return prepared
     names = [b for b in (candidates or available_backends()) if b != "auto"]
+    skipped = {}
+    on_cpu = all(a.device.type == "cpu" for a in base.args if isinstance(a, torch.Tensor))
+    if candidates is None and on_cpu and "compile" in names:
+        # torch.compile's first build on a CPU takes minutes (about 30 min for MHAF-YOLO-N on a busy
+        # 2-core machine): auto must not make a first eval that slow; `--backend compile` still works
+        names.remove("compile")
+        skipped["compile"] = "not tried by auto on a CPU (its build takes minutes); ask with --backend compile"
     ready: dict[str, Prepared] = {"eager": base.eager()}
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = dict(skipped)
     for b in names:
         if b == "eager":
             continue
