@@ -6,7 +6,7 @@ epoch. Models implement `GraphNodeClassifier`: they are bound to the graph they 
 (`bind`, called by `prepare`) and refuse any other (`check_graph`), because their inference needs
 that graph's training labels. Training goes through
 `zoo.layers.graph_forward_learning.training_method` (the model's `procedure` picks bp, sf,
-sf-top2loss or ff-la).
+sf-top2loss, sf-top2input, ff-la or ff-vn).
 """
 
 from __future__ import annotations
