@@ -36,6 +36,7 @@ def test_bicubic_matrix_is_pytorchs_bicubic(n, circular):
     assert torch.allclose(m @ x @ m.t(), ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow   # an ONNX export each (about a minute on a busy 2-core machine)
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 def test_sinenet_onnx_uses_matmuls_and_matches_eager(tmp_path, padding):
     torch.manual_seed(0)
@@ -64,6 +65,7 @@ def test_drift_spectral_matmul_matches_the_ffts(grid):
     assert torch.allclose(got, ref, rtol=0, atol=2e-5 * float(ref.abs().max()))
 
 
+@pytest.mark.slow
 def test_drift_net_onnx_has_no_dft_and_matches_eager(tmp_path):
     torch.manual_seed(0)
     model = drift.drift_net(None, image_size=32, embed_dim=8, depths=[1, 1], skip_blocks=[1, 0],
