@@ -38,6 +38,26 @@ def registry_file() -> Path | None:
     return None
 
 
+def cache_dir(*parts: str) -> Path:
+    """zoo's own cache: $ZOO_CACHE, else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo (joined with `parts`)."""
+    base = os.environ.get("ZOO_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "zoo")
+    return Path(base, *parts)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what the platform module says."""
+    import platform
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
 def temp_path(path: str | Path) -> Path:
     """A hidden sibling of `path` unique to this process: renaming it over `path` is atomic."""
     path = Path(path)

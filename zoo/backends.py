@@ -21,8 +21,6 @@ import copy
 import hashlib
 import inspect
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +31,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo._io import atomic_path, atomic_write_text
+from zoo._io import atomic_path, atomic_write_text, cpu_model
+from zoo._io import cache_dir as zoo_cache_dir   # `cache_dir` is a parameter name here
 from zoo.errors import ConfigError, ExportError, UnknownNameError
 from zoo.tasks.base import HasDeployView, Reparameterisable
 
@@ -277,9 +276,7 @@ def available_backends() -> list[str]:
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    base = os.environ.get("ZOO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "zoo")
-    return Path(base) / "backends"
+    return zoo_cache_dir("backends")
 
 
 def weights_sha(model: nn.Module) -> str:
@@ -296,13 +293,7 @@ def weights_sha(model: nn.Module) -> str:
 
 def machine_id(threads: int | None = None) -> str:
     """CPU model string and thread count: what a timing depends on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.lower().startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}|threads={threads or torch.get_num_threads()}"
+    return f"{cpu_model()}|threads={threads or torch.get_num_threads()}"
 
 
 def _say(line: str) -> None:

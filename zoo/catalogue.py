@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from zoo._io import registry_file
@@ -19,9 +18,8 @@ from zoo.errors import UnknownNameError
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("ZOO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "zoo")
-    return Path(base) / "registry"
+    from zoo._io import cache_dir
+    return cache_dir("registry")
 
 
 def _key(path: Path) -> str | None:

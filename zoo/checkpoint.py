@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from zoo._io import atomic_write
+from zoo._io import atomic_write, cpu_model
 from zoo._version import __version__
 from zoo.errors import CheckpointError
 
@@ -183,18 +183,6 @@ def zoo_commit() -> str | None:
     return got.stdout.strip() or None if got.returncode == 0 else None
 
 
-def _cpu_model() -> str:
-    import platform
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def environment() -> dict:
     """This process's side of a checkpoint's provenance: zoo version and commit, Python and torch
     versions, the CPU model, core count and torch threads, and the time (UTC) it was written."""
@@ -202,7 +190,7 @@ def environment() -> dict:
     import platform
     import sys
 
-    hw = {"cpu": _cpu_model(), "cores": os.cpu_count()}
+    hw = {"cpu": cpu_model(), "cores": os.cpu_count()}
     torch_version = None
     torch = sys.modules.get("torch")   # a run has it imported; never imported just for this
     if torch is not None:

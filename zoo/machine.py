@@ -8,12 +8,11 @@ model + threads (+ GPU name on CUDA), because it is a property of the machine, n
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
 
-from zoo._io import atomic_write_text
+from zoo._io import atomic_write_text, cache_dir, cpu_model
 
 #: square GEMM side: large enough that BLAS runs at its peak, small enough to take ~1 s on 2 cores
 CPU_SIZE = 1024
@@ -21,21 +20,7 @@ CUDA_SIZE = 8192
 
 
 def cache_file() -> Path:
-    base = os.environ.get("ZOO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "zoo")
-    return Path(base) / "machine" / "peak_flops.json"
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what the platform module says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
+    return cache_dir("machine", "peak_flops.json")
 
 
 def machine_key(device=None, threads: int | None = None) -> str:
