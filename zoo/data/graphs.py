@@ -35,7 +35,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch.utils.data import Dataset
+
 from zoo.errors import DataError
+
+GRAPH_SPLITS = ("train", "val", "test")
+
+
+class OneGraph(Dataset):
+    """One graph as a dataset of length one; `split` says which part of it evaluation scores
+    (a node mask for node classification, a set of held-out pairs for link prediction)."""
+
+    def __init__(self, graph: dict, split: str):
+        if split not in GRAPH_SPLITS:
+            raise DataError(f"unknown split '{split}'; one of {', '.join(GRAPH_SPLITS)}")
+        self.graph, self.split, self.name = graph, split, graph.get("name", "graph")
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return {k: v for k, v in self.graph.items() if isinstance(v, torch.Tensor)}
 
 HERE = Path(__file__).resolve().parent
 DROSOPHILA = HERE / "drosophila"

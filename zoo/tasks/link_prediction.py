@@ -17,7 +17,6 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from pydantic import Field
-from torch.utils.data import Dataset
 
 from zoo._io import pyplot, save_figure
 from zoo.data import graphs
@@ -25,7 +24,7 @@ from zoo.errors import DataError
 from zoo.layers.graph_forward_learning import GraphForwardOptions, link_training_method, roc_auc
 from zoo.tasks.base import DatasetEntry, Task, TaskOptions, device_of, to_device
 
-SPLITS = ("train", "val", "test")
+SPLITS = graphs.GRAPH_SPLITS
 
 
 @runtime_checkable
@@ -41,19 +40,7 @@ class LinkPredictor(Protocol):
     def example_graph(self, seed: int = 0) -> dict: ...
 
 
-class LinkDataset(Dataset):
-    """A split graph as a dataset of length one; `split` says which pairs evaluation scores."""
-
-    def __init__(self, graph: dict, split: str):
-        if split not in SPLITS:
-            raise DataError(f"unknown split '{split}'; one of {', '.join(SPLITS)}")
-        self.graph, self.split, self.name = graph, split, graph.get("name", "graph")
-
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, i):
-        return {k: v for k, v in self.graph.items() if isinstance(v, torch.Tensor)}
+LinkDataset = graphs.OneGraph   # a split graph; `split` says which pairs evaluation scores
 
 
 class LinkPredictionOptions(GraphForwardOptions, TaskOptions):

@@ -17,7 +17,6 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from pydantic import Field
-from torch.utils.data import Dataset
 
 from zoo._io import pyplot, save_figure
 from zoo.data import graphs
@@ -45,19 +44,7 @@ class GraphNodeClassifier(Protocol):
     def example_graph(self, seed: int = 0) -> dict: ...
 
 
-class GraphDataset(Dataset):
-    """One graph as a dataset of length one; `split` says which mask evaluation scores."""
-
-    def __init__(self, graph: dict, split: str):
-        if split not in SPLITS:
-            raise DataError(f"unknown split '{split}'; one of {', '.join(SPLITS)}")
-        self.graph, self.split, self.name = graph, split, graph.get("name", "graph")
-
-    def __len__(self):
-        return 1
-
-    def __getitem__(self, i):
-        return {k: v for k, v in self.graph.items() if isinstance(v, torch.Tensor)}
+GraphDataset = graphs.OneGraph   # `split` says which node mask evaluation scores
 
 
 class NodeClassificationOptions(GraphForwardOptions, TaskOptions):
