@@ -382,6 +382,12 @@ def _run(args: dict) -> dict:
             if step % plan.save_every == 0 or step == plan.total:
                 save_state()
     elapsed = time.perf_counter() - t0
+    if world > 1:
+        # each rank's loss is of its own shard: report the mean over ranks, the global batch's loss
+        import torch.distributed as dist
+        mean = torch.tensor([float(last_loss)], dtype=torch.float64, device=device)
+        dist.all_reduce(mean)
+        last_loss = mean.item() / world
 
     summary = {"model": loaded.name, "dataset": dataset_name, "steps": step, "final_loss": last_loss,
                "steps_per_s": (step - t_steps0) / elapsed if elapsed > 0 else float("nan"),
