@@ -1,6 +1,6 @@
-"""ForwardGNN's FF with virtual nodes (ff-vn) and SF with top-down signals to the input
-(sf-top2input): what each layer reads, how prediction is made, how training updates the layers,
-and both reachable from the CLI by -o config."""
+"""ForwardGNN's FF with virtual nodes (ff-vn) and SF with top-down signals (sf-top2input, sf-top2loss):
+what each layer reads, the official update schedule, how prediction is made, how training updates
+the layers, resuming with the top-down states, and reachable from the CLI by -o config."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from tests.conftest import run_zoo
 from zoo.data import graphs
-from zoo.layers.graph_forward_learning import LayerwiseGraphTraining
+from zoo.layers.graph_forward_learning import LayerwiseGraphTraining, top_down_step
 from zoo.models.forwardgnn import ForwardGNN
 
 
@@ -27,40 +27,74 @@ def _model(procedure, **kw):
     return m
 
 
+# ---- the top-down schedule ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("alternating", [True, False])
+def test_top_down_step_follows_the_official_schedule(alternating):
+    """Alternating: even layers from the previous step, then odd ones on the even layers' new outputs;
+    otherwise every layer from the previous step's states."""
+    old = ["x", "o0", "o1", "o2", "o3", "top"]
+    seen = []
+
+    def layer(j, below, above):
+        seen.append((j, below, above))
+        return f"n{j}"
+
+    new = top_down_step(old, alternating, layer)
+    assert new == ["x", "n0", "n1", "n2", "n3", "top"]
+    if alternating:
+        assert seen == [(0, "x", "o1"), (2, "o1", "o3"), (1, "n0", "n2"), (3, "n2", "top")]
+    else:
+        assert seen == [(0, "x", "o1"), (1, "o0", "o2"), (2, "o1", "o3"), (3, "o2", "top")]
+
+
 # ---- sf-top2input ------------------------------------------------------------------------------
 
-def test_top2input_layers_read_the_layer_above_too():
+def test_top2input_layers_read_the_state_above_and_labels_sit_on_top():
     m = _model("sf-top2input")
-    assert [c.in_channels for c in m.convs] == [24 + 16, 16 + 16, 16 + 16]
-    assert m.virtual_x.shape == (3, 24)
+    assert [c.in_channels for c in m.convs] == [24 + 16, 16 + 16, 16 + 3]   # the top layer reads the labels
+    assert m.virtual_x.shape == (3, 24) and m.alternating_update            # the official script's schedule
+    y = m.label_state(torch.tensor([2, -1, 0]))
+    assert torch.allclose(y, torch.tensor([[0, 0, 1], [1 / 3, 1 / 3, 1 / 3], [1, 0, 0],
+                                           [1, 0, 0], [0, 1, 0], [0, 0, 1.0]]))
 
 
-def test_top2input_prediction_runs_test_steps_from_zeros(g):
-    m = _model("sf-top2input", test_steps=3)
+def test_top2input_prediction_is_the_official_time_stepped_eval(g):
+    """Bottom-up states (zeros on top), then test_steps alternating steps (layers 0 and 2, then 1);
+    the softmax of every layer summed over the steps from the third on."""
+    m = _model("sf-top2input", test_steps=4)
     m.bind(g)
     m.eval()
     n = g["x"].shape[0]
     with torch.no_grad():
-        h0, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
-        state = m.zero_state(h0)
-        outs = []
-        for _ in range(3):
-            state = m.top2input_step(h0, ei, state)
-            outs.append(sum(torch.softmax(m.sf_logits(h, n), -1) for h in state))
+        h, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
+        lay = lambda j, a, b: F.relu(m.convs[j](torch.cat([F.normalize(a, dim=-1), F.normalize(b, dim=-1)], -1), ei))
+        z = torch.zeros(n + 3, 16)
+        s1 = lay(0, h, z)
+        s2 = lay(1, s1, z)
+        s3 = lay(2, s2, torch.zeros(n + 3, 3))
+        top = m.label_state(m.train_labels)
+        want = 0
+        for t in range(4):
+            n1, n3 = lay(0, h, s2), lay(2, s2, top)
+            n2 = lay(1, n1, n3)
+            s1, s2, s3 = n1, n2, n3
+            if t >= 2:
+                want = want + sum(torch.softmax(m.sf_logits(o, n), -1) for o in (n1, n3, n2))
         got = m(g["x"], g["edge_index"])
-    assert torch.allclose(got, outs[-1], atol=1e-6)
-    assert not torch.allclose(outs[0], outs[-1])                     # the top-down signal changes the answer
+    assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_top2input_trains_every_layer_each_epoch_and_keeps_the_state(g):
+def test_top2input_trains_every_layer_each_epoch_and_keeps_the_states(g):
     m = _model("sf-top2input")
     m.bind(g)
     module = LayerwiseGraphTraining(m, {"epochs_per_layer": 50})
     before = [c.lin.weight.detach().clone() for c in m.convs]
     module(g)
     assert all(not torch.equal(b, c.lin.weight) for b, c in zip(before, m.convs))
-    assert module.prev_top is not None and len(module.prev_top) == 3
-    assert all(not t.requires_grad for t in module.prev_top)
+    assert len(module.opts) == 3                                     # one Adam per layer
+    assert module.states is not None and [s.shape[1] for s in module.states] == [16, 16, 16]
+    assert all(not t.requires_grad for t in module.states)
     assert int(m.trained_layers) == 3                                # validation reads the whole stack
 
 
@@ -68,18 +102,90 @@ def test_top2input_layer_gradients_come_from_their_own_loss(g):
     """Inputs are detached: layer 0's gradient is the gradient of layer 0's loss alone."""
     m = _model("sf-top2input")
     m.bind(g)
+    module = LayerwiseGraphTraining(m, {"epochs_per_layer": 50})
     n = g["x"].shape[0]
-    h0, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
-    h0 = F.normalize(h0, dim=-1)
-    state = [torch.rand(n + 3, 16) for _ in range(3)]
-    outs = m.top2input_step(h0, ei, state, detach_lower=True)
-    losses = [F.cross_entropy(m.sf_logits(h, n)[g["train_mask"]], g["y"][g["train_mask"]]) for h in outs]
-    sum(losses).backward()
+    h, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
+    states = m.bottom_up(h, ei, m.train_labels)
+    module._top2input(g)
     full = m.convs[0].lin.weight.grad.clone()
     m.zero_grad()
-    outs = m.top2input_step(h0, ei, state, detach_lower=True)
-    F.cross_entropy(m.sf_logits(outs[0], n)[g["train_mask"]], g["y"][g["train_mask"]]).backward()
-    assert torch.allclose(full, m.convs[0].lin.weight.grad)
+    out = m.td_layer(0, h, states[2], ei)                            # layer 0 reads x and layer 1's old state
+    F.cross_entropy(m.sf_logits(out, n)[g["train_mask"]], g["y"][g["train_mask"]]).backward()
+    assert torch.allclose(full, m.convs[0].lin.weight.grad, atol=1e-6)
+
+
+# ---- sf-top2loss -------------------------------------------------------------------------------
+
+def test_top2loss_prediction_mixes_the_bottom_up_states_above(g):
+    m = _model("sf-top2loss")
+    m.bind(g)
+    m.eval()
+    n = g["x"].shape[0]
+    with torch.no_grad():
+        h, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
+        raw, states = h, [F.normalize(h, dim=-1)]
+        for conv in m.convs:                                         # raw outputs passed on, normalised kept
+            raw = F.relu(conv(raw, ei))
+            states.append(F.normalize(raw, dim=-1))
+        want = 0
+        for l, conv in enumerate(m.convs):
+            out = F.relu(conv(states[l], ei))
+            mixed = torch.stack([out, *states[l + 2:]]).mean(0)
+            want = want + torch.softmax(m.sf_logits(mixed, n), -1)
+        got = m(g["x"], g["edge_index"])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("alternating", [False, True])
+def test_top2loss_epoch_reads_the_previous_states_or_alternates(g, alternating):
+    """Official (the default): every layer reads the previous step's state below it. Alternating (our
+    interpretation): the odd layer 1 reads layer 0's state of this step."""
+    m = _model("sf-top2loss", alternating_update=alternating)
+    assert m.alternating_update is alternating
+    m.bind(g)
+    module = LayerwiseGraphTraining(m, {"epochs_per_layer": 50})
+    module(g)                                                        # states from bottom-up, one step
+    old = [s.clone() for s in module.states]
+    weights = {k: v.clone() for k, v in m.state_dict().items()}
+    h, ei = m.augmented(g["x"], g["edge_index"], m.train_labels)
+    module(g)
+    trained = {k: v.clone() for k, v in m.state_dict().items()}
+    m.load_state_dict(weights)                                       # the outputs come before each update
+    with torch.no_grad():
+        s1 = F.normalize(m.layer(0, F.normalize(h, dim=-1), ei, normalized=True), dim=-1)
+        s2 = F.normalize(m.layer(1, s1 if alternating else old[0], ei, normalized=True), dim=-1)
+    assert torch.allclose(module.states[0], s1, atol=1e-5) and torch.allclose(module.states[1], s2, atol=1e-5)
+    m.load_state_dict(trained)
+
+
+@pytest.mark.parametrize("procedure,alternating", [("sf-top2loss", False), ("sf-top2loss", True),
+                                                   ("sf-top2input", True)])
+def test_top_down_resume_ends_where_an_uninterrupted_run_ends(g, tmp_path, procedure, alternating):
+    """The top-down states are saved with the module: resuming mid-run continues from them."""
+    opts = {"epochs_per_layer": 20, "patience": 50}
+
+    def run(epochs, module=None):
+        m = _model(procedure, alternating_update=alternating)
+        m.bind(g)
+        mod = LayerwiseGraphTraining(m, opts)
+        if module is not None:
+            mod.load_state_dict(module)
+        for _ in range(epochs):
+            mod(g)
+        return m, mod
+
+    a, _ = run(9)
+    _, mb = run(4)
+    torch.save(mb.state_dict(), tmp_path / "state.pt")                # as the fine-tune loop saves it
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert len(state["_extra_state"]["states"]) == 3
+    c, mc = run(5, state)
+    assert mc.epoch == 9
+    for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.allclose(va, vc, atol=1e-6), k
+    _, md = run(5, {k: v for k, v in state.items()} | {"_extra_state": {**state["_extra_state"], "states": None}})
+    assert not all(torch.allclose(va, vd, atol=1e-6) for va, vd in zip(a.state_dict().values(),
+                                                                       md.model.state_dict().values()))
 
 
 # ---- ff-vn -------------------------------------------------------------------------------------

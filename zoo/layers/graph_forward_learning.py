@@ -15,10 +15,14 @@ Procedures (the model's `procedure`):
 * ``bp`` - end-to-end backpropagation through the whole stack, one Adam, same early stopping.
 * ``sf`` - single-forward: per layer, cross-entropy on the training nodes of the logits
   dot(node, class virtual node) / T on the augmented graph (see the model).
-* ``sf-top2loss`` - SF with top-down signals to the loss: all layers train in every epoch; the
-  loss of layer l uses the mean of its output and the detached outputs of the layers above from the
-  previous epoch; gradient norms clipped at 1.0. The official `--alternating-update` (even, then
-  odd layers) is not built; early stopping is on the whole stack (our interpretation).
+* ``sf-top2loss`` - SF with top-down signals to the loss, as the official `gnn_top2loss_sf.py`: the
+  states (normalised layer outputs) start from one bottom-up pass; every epoch (time step) every
+  layer reads the previous step's state below it and is scored on the mean of its output and the
+  previous step's states above it; each layer has its own Adam and its gradient norm is clipped at
+  1.0. The official scripts pass `--alternating-update` but this class ignores it, so that is the
+  default; the model's ``alternating_update=true`` runs the even layers, then the odd ones on the
+  even layers' fresh outputs (below and above): our interpretation. Early stopping is on the whole
+  stack.
 * ``ff-la`` - forward-forward with label appending: positive input = features + one-hot true label
   for training nodes (uniform for the others), one negative input per wrong class; goodness = sum
   of squared activations minus theta; BCE-with-logits (positive 1, negative 0) on training nodes.
@@ -26,15 +30,20 @@ Procedures (the model's `procedure`):
   virtual nodes. The positive graph wires every training node to its true class's node; negative
   graph k wires every training node of another class to node k. Same goodness and BCE as ff-la,
   layer by layer.
-* ``sf-top2input`` - SF with top-down signals to the input: layer l reads the concatenation of the
-  (row-normalised) output of layer l-1 from this time step and of layer l+1 from the previous one
-  (zeros above the top layer and at the first step); one epoch is one time step and every layer
-  trains in every epoch with its SF loss. Prediction runs `test_steps` (10) time steps from zeros.
-  Early stopping is on the whole stack, as for sf-top2loss.
+* ``sf-top2input`` - SF with top-down signals to the input, as the official `gnn_top2input_sf.py`:
+  layer l reads [normalised state l-1, normalised state l+1] (the label state above the top
+  layer), states start from one bottom-up pass, one epoch is one time step in the official
+  alternating schedule (even layers, then odd ones on the even layers' new outputs; the model's
+  ``alternating_update``), each layer trains on its own SF loss with its own Adam. Early stopping
+  on the whole stack; prediction runs `test_steps` (10) time steps.
+The top-down procedures' states are the module's extra state too, so a resumed run continues from
+the states it stopped at.
 `LinkPredictionTraining` trains the link predictors (`ForwardGNNLinkPredictor`): ``bp`` end to end,
 ``sf`` layer by layer (FL-CE: BCE-with-logits of the summed elementwise product of the two end
-embeddings, positive = training edges, negative = as many non-edges drawn afresh every epoch);
-early stopping on validation ROC-AUC.
+embeddings, positive = training edges, negative = as many non-edges drawn afresh every epoch),
+``sf-top2input`` every layer every epoch with the same loss (the official FL-CE-TopDown; its
+optimiser has no weight decay: -o layer_weight_decay=0 for that); early stopping on validation
+ROC-AUC.
 
 Validation accuracy for early stopping is that of the model's own prediction from the layers
 trained so far (our interpretation: the notes do not say which score the official code watches).
@@ -48,6 +57,32 @@ from pydantic import Field
 from torch import nn
 
 from zoo.options import Options
+
+
+TOP_DOWN = ("sf-top2loss", "sf-top2input")
+
+
+def update_schedule(n_layers: int, alternating: bool) -> list[list[int]]:
+    """The order one time step updates the layers in: the official `--alternating-update` does the
+    even layers, then the odd ones; without it every layer updates at once."""
+    if alternating:
+        return [list(range(0, n_layers, 2)), list(range(1, n_layers, 2))]
+    return [list(range(n_layers))]
+
+
+def top_down_step(states: list, alternating: bool, layer_fn) -> list:
+    """One time step over `states` = [input, layer 0 .. layer L-1 outputs, state above the top].
+    Layer j gets (below, above) = states j and j+2 of the previous step, or, with the alternating
+    schedule, this step's where already computed (the odd layers see the even layers' new outputs).
+    `layer_fn(j, below, above)` returns layer j's new output; the new states are returned."""
+    n = len(states) - 2
+    new = [states[0]] + [None] * n + [states[-1]]
+    for group in update_schedule(n, alternating):
+        for j in group:
+            below = new[j] if alternating and new[j] is not None else states[j]
+            above = new[j + 2] if alternating and new[j + 2] is not None else states[j + 2]
+            new[j + 1] = layer_fn(j, below, above)
+    return new
 
 
 class GraphForwardOptions(Options):
@@ -72,11 +107,17 @@ class LayerwiseGraphTraining(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))   # the loop's optimiser steps only this (never has a grad)
         proc = model.procedure
         self.layerwise = proc in self.LAYERWISE
-        groups = [list(c.parameters()) for c in model.convs] if self.layerwise else [list(model.parameters())]
+        self.top_down = proc in TOP_DOWN
+        # one Adam per layer (official), except bp's single end-to-end one
+        per_layer = self.layerwise or self.top_down
+        groups = [list(c.parameters()) for c in model.convs] if per_layer else [list(model.parameters())]
         self.opts = [torch.optim.Adam(g, lr=o.layer_lr, weight_decay=o.layer_weight_decay) for g in groups]
+        self.phases = len(model.convs) if self.layerwise else 1
         self.phase, self.epoch, self.bad, self.best_acc = 0, 0, 0, -1.0
         self.best: dict[str, torch.Tensor] = {}
-        self.prev_top: list[torch.Tensor] | None = None   # sf-top2loss/-top2input: last epoch's layer outputs
+        # top-down procedures: the layer outputs of the last time step (states 1..L; the input and
+        # the label state are rebuilt from the graph). None until the first bottom-up pass
+        self.states: list[torch.Tensor] | None = None
         # the prediction used for validation reads the layers trained so far (all, when all train)
         model.trained_layers.fill_(1 if self.layerwise else len(model.convs))
 
@@ -86,17 +127,19 @@ class LayerwiseGraphTraining(nn.Module):
     # ---- progress, saved with the module's state dict --------------------------------------------
     def get_extra_state(self):
         return {"phase": self.phase, "epoch": self.epoch, "bad": self.bad, "best_acc": self.best_acc,
-                "best": self.best, "opts": [o.state_dict() for o in self.opts]}
+                "best": self.best, "opts": [o.state_dict() for o in self.opts], "states": self.states}
 
     def set_extra_state(self, state):
         self.phase, self.epoch, self.bad = int(state["phase"]), int(state["epoch"]), int(state["bad"])
         self.best_acc, self.best = float(state["best_acc"]), dict(state["best"])
         for opt, st in zip(self.opts, state["opts"]):
             opt.load_state_dict(st)
+        states = state.get("states")    # runs saved before the states were kept restart from bottom-up
+        self.states = None if states is None else list(states)
 
     @property
     def done(self) -> bool:
-        return self.phase >= len(self.opts)
+        return self.phase >= self.phases
 
     def _tracked(self) -> dict[str, nn.Parameter]:
         """The parameters the current phase trains (their best values are kept)."""
@@ -112,9 +155,11 @@ class LayerwiseGraphTraining(nn.Module):
         for opt in self.opts:
             opt.zero_grad(set_to_none=True)
         loss = self._loss(g)
-        if model.procedure == "sf-top2loss":
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        self.opts[self.phase].step()
+        if model.procedure == "sf-top2loss":          # official: each layer's own gradient norm
+            for conv in model.convs:
+                torch.nn.utils.clip_grad_norm_(conv.parameters(), 1.0)
+        for opt in (self.opts if self.top_down else [self.opts[self.phase]]):
+            opt.step()
         self.epoch += 1
         logs = {"loss": float(loss.detach()), "layer": float(self.phase)}
         if self.epoch % self.o.val_every == 0:
@@ -197,28 +242,54 @@ class LayerwiseGraphTraining(nn.Module):
 
     def _top2loss(self, g):
         model, n = self.model, g["x"].shape[0]
-        h, ei = self._sf_input(g)
-        outs, total = [], 0.0
-        for i in range(len(model.convs)):
-            h = model.layer(i, h.detach(), ei, normalized=i == 0)
-            outs.append(h.detach())
-            above = self.prev_top[i + 1:] if self.prev_top is not None else []
-            mixed = torch.stack([h, *above]).mean(0) if above else h
-            loss = F.cross_entropy(model.sf_logits(mixed, n)[g["train_mask"]], g["y"][g["train_mask"]])
+        h0, ei = self._sf_input(g)
+        if self.states is None:
+            self.states = model.bottom_up(self._sf_raw(g), ei)[1:]
+        states = [h0] + [s.to(h0.device) for s in self.states] + [None]
+        train, y = g["train_mask"], g["y"][g["train_mask"]]
+        total, new_above = 0.0, {}
+
+        def step(j, below, _):
+            nonlocal total
+            out = model.layer(j, below.detach(), ei, normalized=True)
+            # the states above: the previous step's, or (alternating) this step's where computed
+            above = [new_above.get(k, states[k]) if model.alternating_update else states[k]
+                     for k in range(j + 2, len(states) - 1)]
+            loss = F.cross_entropy(model.sf_logits(model.top2loss_mix(out, above), n)[train], y)
             loss.backward()
             total = total + loss.detach()
-        self.prev_top = outs
+            new_above[j + 1] = F.normalize(out.detach(), p=2.0, dim=-1)
+            return new_above[j + 1]
+
+        self.states = top_down_step(states, model.alternating_update, step)[1:-1]
         return total / len(model.convs)
 
     def _top2input(self, g):
         model, n = self.model, g["x"].shape[0]
-        h0, ei = self._sf_input(g)
-        state = self.prev_top or model.zero_state(h0)
-        outs = model.top2input_step(h0, ei, [s.detach() for s in state], detach_lower=True)
-        loss = sum(F.cross_entropy(model.sf_logits(h, n)[g["train_mask"]], g["y"][g["train_mask"]]) for h in outs)
-        loss.backward()   # inputs are detached: each layer's gradient comes from its own loss only
-        self.prev_top = [h.detach() for h in outs]
-        return loss.detach() / len(outs)
+        h, ei = self._sf_raw(g), self._sf_input(g)[1]
+        labels = model.label_state(self._labels(g))
+        if self.states is None:
+            self.states = model.bottom_up(h, ei, self._labels(g))[1:-1]
+        states = [h] + [s.to(h.device) for s in self.states] + [labels]
+        train, y = g["train_mask"], g["y"][g["train_mask"]]
+        total = 0.0
+
+        def step(j, below, above):
+            nonlocal total
+            out = model.td_layer(j, below.detach(), above.detach(), ei)
+            loss = F.cross_entropy(model.sf_logits(out, n)[train], y)
+            loss.backward()   # inputs are detached: each layer's gradient comes from its own loss only
+            total = total + loss.detach()
+            return out.detach()
+
+        self.states = top_down_step(states, model.alternating_update, step)[1:-1]
+        return total / len(model.convs)
+
+    def _sf_raw(self, g):
+        """The augmented input before row normalisation (the top-down procedures' bottom-up pass and
+        sf-top2input's state 0 normalise inside their layers)."""
+        with torch.no_grad():
+            return self.model.augmented(g["x"], g["edge_index"], self._labels(g))[0]
 
     def _ffvn(self, g, layer: int):
         model = self.model
@@ -299,6 +370,8 @@ class LinkPredictionTraining(LayerwiseGraphTraining):
         model = self.model
         pairs, labels = self._pairs(g)
         x, ei = g["x"], g["train_edge_index"]
+        if model.procedure == "sf-top2input":
+            return self._top_down_links(x, ei, pairs, labels)
         if model.procedure == "bp":
             h = model.embed(x, ei)[-1]
         else:
@@ -307,6 +380,26 @@ class LinkPredictionTraining(LayerwiseGraphTraining):
         loss = F.binary_cross_entropy_with_logits(model.pair_logit(h, pairs), labels)
         loss.backward()
         return loss
+
+    def _top_down_links(self, x, ei, pairs, labels):
+        """One time step of the official FL-CE-TopDown: every layer, in the update schedule, trained
+        on its own BCE of the pairs' summed elementwise products; states kept for the next step."""
+        model = self.model
+        if self.states is None:
+            self.states = model.bottom_up(x, ei)[1:-1]
+        states = [x] + [s.to(x.device) for s in self.states] + [None]
+        total = 0.0
+
+        def step(j, below, above):
+            nonlocal total
+            out = model.td_layer(j, below.detach(), None if above is None else above.detach(), ei)
+            loss = F.binary_cross_entropy_with_logits(model.pair_logit(out, pairs), labels)
+            loss.backward()
+            total = total + loss.detach()
+            return out.detach()
+
+        self.states = top_down_step(states, model.alternating_update, step)[1:-1]
+        return total / len(model.convs)
 
     def _frozen(self, g) -> list[torch.Tensor]:
         """Outputs of the finished (frozen) layers on the training edges: constant while the current

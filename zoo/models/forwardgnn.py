@@ -9,16 +9,23 @@ What the model holds depends on its procedure:
 
 * ``bp`` - the backpropagation baseline: the conv stack and a linear classifier on the last layer
   (our interpretation: the notes do not say how the official BP script reads out classes).
-* ``sf`` (single-forward, also ``sf-top2loss``) - one virtual node per class with fixed random
-  features (drawn N(0, 1) as a fresh nn.Embedding is, never trained). Every training node is wired
-  both ways to its class's virtual node. Each layer L2-normalises its input rows, applies its conv
-  and ReLU; its class logits are dot(node, virtual node of the class) / temperature. The
-  prediction sums the per-layer softmax over the layers trained so far and takes the argmax.
-* ``sf-top2input`` - SF whose layer l reads [normalised output of layer l-1, normalised output of
-  layer l+1 from the previous time step] (zeros above the top layer and at the first step); the
-  prediction runs `test_steps` (10, the official test-time count) time steps from zeros and sums the
-  last step's per-layer softmax. Our interpretation where the notes are silent: the top layer's
-  top-down half is zeros, so every layer has the same width.
+* ``sf`` (single-forward) - one virtual node per class with fixed random features (drawn N(0, 1)
+  as a fresh nn.Embedding is, never trained). Every training node is wired both ways to its
+  class's virtual node. Each layer L2-normalises its input rows, applies its conv and ReLU; its
+  class logits are dot(node, virtual node of the class) / temperature. The prediction sums the
+  per-layer softmax over the layers trained so far and takes the argmax.
+* ``sf-top2loss`` - SF whose layer l is scored on the mean of its own output and the (normalised)
+  outputs of the layers above. The prediction, as the official `eval_model`: one bottom-up pass
+  (raw outputs passed on, normalised copies kept as the states), then layer l applied to state l
+  and averaged with states l+2.. above it; softmax summed over the layers.
+* ``sf-top2input`` - SF whose layer l reads [normalised state of layer l-1, normalised state of
+  layer l+1]; above the top layer sits the label state (one-hot for training nodes, uniform for
+  the others, one-hot for each class's virtual node), so the top layer is hidden + classes wide.
+  States start from one bottom-up pass with zeros as the top-down half. One time step updates
+  the layers in the official schedule (`alternating_update`: the even layers from the previous
+  step's states, then the odd ones from the even layers' new outputs; otherwise every layer from
+  the previous step's states). The prediction runs `test_steps` (10) time steps and sums the
+  softmax of every layer at every step from the third on (the official `storable_time_steps`).
 * ``ff-vn`` (forward-forward with virtual nodes) - the class virtual nodes (fixed random features,
   as SF's) carry the label through edges: candidate class c wires a node to c's virtual node. The
   prediction keeps the training nodes wired to their own class, wires every other node to each
@@ -33,10 +40,16 @@ Inference is transductive: the buffers hold the training labels (-1 where a node
 node count and a fingerprint of the graph the model was trained on; `check_graph` refuses any other
 graph with one line.
 
-`ForwardGNNLinkPredictor` is the same stack for link prediction (``bp`` or ``sf``): the score of a
-pair (u, v) at a layer is sigmoid(sum(h_u * h_v)); the forward-learnt model sums it over the layers,
-the BP baseline reads the last layer only. It binds to no graph (nothing about a graph is stored),
-so it scores pairs of any graph with its feature width.
+`ForwardGNNLinkPredictor` is the same stack for link prediction (``bp``, ``sf`` or
+``sf-top2input``, the official code's three: BP, FL-CE and FL-CE-TopDown): the score of a pair
+(u, v) at a layer is sigmoid(sum(h_u * h_v)); ``sf`` sums it over the layers, the BP baseline
+reads the last layer only, ``sf-top2input`` (layer l reads [normalised layer l-1, normalised layer
+l+1], nothing above the top layer; same time steps and schedule as for node classification)
+averages it over the layers and the time steps from the third on. ``ff-la``, ``ff-vn`` and
+``sf-top2loss`` are refused: the first two carry node labels (appended, or through class virtual
+nodes) and link prediction has none; the official code has no top-to-loss link predictor. It
+binds to no graph (nothing about a graph is stored), so it scores pairs of any graph with its
+feature width.
 """
 
 from __future__ import annotations
@@ -47,11 +60,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.layers.graph_forward_learning import TOP_DOWN, top_down_step
+
 PROCEDURES = ("bp", "sf", "sf-top2loss", "sf-top2input", "ff-la", "ff-vn")
-LINK_PROCEDURES = ("bp", "sf")
+LINK_PROCEDURES = ("bp", "sf", "sf-top2input")
+#: why a node-classification procedure has no link-prediction counterpart (the official code's facts)
+LINK_REFUSED = {
+    "ff-la": "it appends node labels to the features and link prediction has no node labels",
+    "ff-vn": "it wires nodes to class virtual nodes and link prediction has no node labels",
+    "sf-top2loss": "the official code has no top-to-loss link predictor (its top-down one is sf-top2input)",
+}
 BACKBONES = ("gcn", "sage", "gat")
-
-
 def make_conv(backbone: str, c_in: int, c_out: int, heads: int = 4) -> nn.Module:
     from torch_geometric.nn import GATConv, GCNConv, SAGEConv
     if backbone == "gcn":
@@ -78,18 +97,26 @@ def graph_fingerprint(edge_index: torch.Tensor, num_nodes: int) -> int:
 class ForwardGNN(nn.Module):
     def __init__(self, in_channels: int = 2879, num_classes: int = 7, num_nodes: int = 2995, hidden: int = 128,
                  layers: int = 4, backbone: str = "gcn", procedure: str = "sf", heads: int = 4,
-                 temperature: float = 1.0, theta: float = 2.0, seed: int = 0, test_steps: int = 10):
+                 temperature: float = 1.0, theta: float = 2.0, seed: int = 0, test_steps: int = 10,
+                 alternating_update: bool | None = None):
         super().__init__()
         if procedure not in PROCEDURES:
             raise ValueError(f"unknown procedure '{procedure}'; one of {PROCEDURES}")
         self.in_channels, self.num_classes, self.num_nodes = in_channels, num_classes, num_nodes
         self.hidden, self.backbone, self.procedure = hidden, backbone, procedure
         self.temperature, self.theta, self.test_steps = temperature, theta, test_steps
+        # the official scripts pass --alternating-update to both top-down procedures, but only the
+        # top2input class reads it: top2loss updates every layer from the previous step's states.
+        # Alternating top2loss (even layers, then odd ones on their fresh outputs) is our
+        # interpretation, reachable with alternating_update=true
+        self.alternating_update = (procedure == "sf-top2input") if alternating_update is None else alternating_update
         c_in = in_channels + (num_classes if procedure == "ff-la" else 0)
         widths = [c_in] + [hidden] * layers
-        top_down = hidden if procedure == "sf-top2input" else 0   # the layer above's output, concatenated
-        self.convs = nn.ModuleList(make_conv(backbone, a + top_down, b, heads)
-                                   for a, b in zip(widths[:-1], widths[1:]))
+        # sf-top2input: layer l also reads the state above it (the next layer's output; the label
+        # state, num_classes wide, above the top layer)
+        above = [hidden] * (layers - 1) + [num_classes] if procedure == "sf-top2input" else [0] * layers
+        self.convs = nn.ModuleList(make_conv(backbone, a + t, b, heads)
+                                   for a, b, t in zip(widths[:-1], widths[1:], above))
         self.classifier = nn.Linear(hidden, num_classes) if procedure == "bp" else None
         g = torch.Generator().manual_seed(seed)
         # fixed random virtual-node features (never trained), part of the checkpoint
@@ -155,22 +182,45 @@ class ForwardGNN(nn.Module):
         """Class logits of the real nodes from one SF layer's output on the augmented graph."""
         return h[:n] @ h[n:].t() / self.temperature
 
-    def zero_state(self, h0: torch.Tensor) -> list[torch.Tensor]:
-        """sf-top2input's top-down state before the first time step: zeros for every layer."""
-        return [h0.new_zeros(h0.shape[0], self.hidden) for _ in self.convs]
+    # ---- top-down procedures: states over time steps ---------------------------------------------
+    def label_state(self, labels: torch.Tensor) -> torch.Tensor:
+        """sf-top2input's state above the top layer, one row per node of the augmented graph: the
+        one-hot label of a training node, uniform for the others, one-hot for each virtual node."""
+        c = self.num_classes
+        real = torch.where((labels >= 0)[:, None], F.one_hot(labels.clamp(min=0), c).to(self.virtual_x.dtype),
+                           torch.full((labels.shape[0], c), 1.0 / c, dtype=self.virtual_x.dtype, device=labels.device))
+        return torch.cat([real, torch.eye(c, dtype=real.dtype, device=real.device)], 0)
 
-    def top2input_step(self, h0: torch.Tensor, edge_index: torch.Tensor, state: list[torch.Tensor],
-                       detach_lower: bool = False) -> list[torch.Tensor]:
-        """One time step of sf-top2input: every layer's output from the (normalised) input `h0`, the
-        layer below's output of this step and the layer above's of the previous step (`state`)."""
-        outs, low = [], h0
-        for i, conv in enumerate(self.convs):
-            up = state[i + 1] if i + 1 < len(self.convs) else torch.zeros_like(state[i])
-            inp = torch.cat([F.normalize(low, p=2.0, dim=-1), F.normalize(up, p=2.0, dim=-1)], -1)
-            h = F.relu(conv(inp, edge_index))
-            outs.append(h)
-            low = h.detach() if detach_lower else h
-        return outs
+    def td_layer(self, i: int, below: torch.Tensor, above: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """sf-top2input's layer i: conv + ReLU of [normalised state below, normalised state above]."""
+        inp = torch.cat([F.normalize(below, p=2.0, dim=-1), F.normalize(above.to(below.dtype), p=2.0, dim=-1)], -1)
+        return F.relu(self.convs[i](inp, edge_index))
+
+    @torch.no_grad()
+    def bottom_up(self, h: torch.Tensor, edge_index: torch.Tensor, labels: torch.Tensor | None = None) -> list:
+        """The states a top-down procedure starts from: one bottom-up pass over the augmented input
+        `h` (raw). sf-top2input: [h, layer outputs with zeros as their top-down half, label state];
+        sf-top2loss: [normalised h, normalised layer outputs] (the raw outputs are passed on)."""
+        if self.procedure == "sf-top2input":
+            states, x = [h], h
+            for i, conv in enumerate(self.convs):
+                zeros = h.new_zeros(h.shape[0], conv.in_channels - x.shape[1])
+                x = self.td_layer(i, x, zeros, edge_index)
+                states.append(x)
+            return states + [self.label_state(labels)]
+        states, x = [F.normalize(h, p=2.0, dim=-1)], h
+        for i in range(len(self.convs)):
+            x = self.layer(i, x, edge_index, normalized=True)
+            states.append(F.normalize(x, p=2.0, dim=-1))
+        return states
+
+    def top2loss_mix(self, out: torch.Tensor, above: list) -> torch.Tensor:
+        """sf-top2loss: what layer l is scored on, the mean of its output and the states above it."""
+        return torch.stack([out, *above]).mean(0) if above else out
+
+    def stored_steps(self) -> list[int]:
+        """The time steps whose probabilities the prediction sums (official: all but the first two)."""
+        return list(range(2, self.test_steps)) if self.test_steps > 2 else [self.test_steps - 1]
 
     def with_label(self, x: torch.Tensor, label_vec: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, label_vec.to(x.dtype)], 1)
@@ -189,10 +239,26 @@ class ForwardGNN(nn.Module):
             return self.classifier(h)
         if self.procedure == "sf-top2input":
             h0, ei = self.augmented(x, edge_index, self.train_labels[:n])
-            state = self.zero_state(h0)
-            for _ in range(self.test_steps):
-                state = self.top2input_step(h0, ei, state)
-            return sum(torch.softmax(self.sf_logits(h, n), -1) for h in state)
+            states, keep, score = self.bottom_up(h0, ei, self.train_labels[:n]), self.stored_steps(), 0
+
+            def step(j, below, above):
+                nonlocal score
+                out = self.td_layer(j, below, above, ei)
+                if t in keep:
+                    score = score + torch.softmax(self.sf_logits(out, n), -1)
+                return out
+
+            for t in range(self.test_steps):
+                states = top_down_step(states, self.alternating_update, step)
+            return score
+        if self.procedure == "sf-top2loss":
+            h0, ei = self.augmented(x, edge_index, self.train_labels[:n])
+            states = self.bottom_up(h0, ei)
+            score = x.new_zeros(n, self.num_classes)
+            for i in range(len(self.convs)):
+                out = self.layer(i, states[i], ei, normalized=True)
+                score = score + torch.softmax(self.sf_logits(self.top2loss_mix(out, states[i + 2:]), n), -1)
+            return score
         if self.procedure.startswith("sf"):
             h, ei = self.augmented(x, edge_index, self.train_labels[:n])
             score = x.new_zeros(n, self.num_classes)
@@ -253,14 +319,38 @@ def forwardgnn(**config) -> ForwardGNN:
 
 class ForwardGNNLinkPredictor(nn.Module):
     def __init__(self, in_channels: int = 2879, hidden: int = 128, layers: int = 4, backbone: str = "gcn",
-                 procedure: str = "sf", heads: int = 4):
+                 procedure: str = "sf", heads: int = 4, test_steps: int = 10, alternating_update: bool = True):
         super().__init__()
         if procedure not in LINK_PROCEDURES:
-            raise ValueError(f"link prediction trains with {' or '.join(LINK_PROCEDURES)}, not '{procedure}'")
+            why = f": {LINK_REFUSED[procedure]}" if procedure in LINK_REFUSED else ""
+            raise ValueError(f"link prediction trains with {', '.join(LINK_PROCEDURES)}, not '{procedure}'{why}")
         self.in_channels, self.hidden, self.backbone, self.procedure = in_channels, hidden, backbone, procedure
+        # sf-top2input: as the official script runs it (--alternating-update), 10 test-time steps
+        self.test_steps, self.alternating_update = test_steps, alternating_update
         widths = [in_channels] + [hidden] * layers
-        self.convs = nn.ModuleList(make_conv(backbone, a, b, heads) for a, b in zip(widths[:-1], widths[1:]))
-        self.register_buffer("trained_layers", torch.full((1,), layers if procedure == "bp" else 0, dtype=torch.long))
+        # sf-top2input: layer l also reads layer l+1's output (nothing above the top layer)
+        above = [hidden] * (layers - 1) + [0] if procedure == "sf-top2input" else [0] * layers
+        self.convs = nn.ModuleList(make_conv(backbone, a + t, b, heads)
+                                   for a, b, t in zip(widths[:-1], widths[1:], above))
+        layerwise = procedure == "sf"
+        self.register_buffer("trained_layers", torch.full((1,), 0 if layerwise else layers, dtype=torch.long))
+
+    # ---- sf-top2input (the official FL-CE-TopDown) -----------------------------------------------
+    def td_layer(self, i: int, below: torch.Tensor, above: torch.Tensor | None, edge_index: torch.Tensor):
+        h = F.normalize(below, p=2.0, dim=-1)
+        if above is not None:
+            h = torch.cat([h, F.normalize(above.to(h.dtype), p=2.0, dim=-1)], -1)
+        return F.relu(self.convs[i](h, edge_index))
+
+    @torch.no_grad()
+    def bottom_up(self, x: torch.Tensor, edge_index: torch.Tensor) -> list:
+        """[x, layer outputs with zeros as their top-down half, None (nothing above the top)]."""
+        states, h = [x], x
+        for i, conv in enumerate(self.convs):
+            top = conv.in_channels - h.shape[1]
+            h = self.td_layer(i, h, h.new_zeros(h.shape[0], top) if top else None, edge_index)
+            states.append(h)
+        return states + [None]
 
     def check_graph(self, graph: dict) -> None:
         from zoo.errors import DataError
@@ -290,10 +380,29 @@ class ForwardGNNLinkPredictor(nn.Module):
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Node features (N, F), the edges messages pass along (2, E) and node pairs (2, P) -> a score
         per pair (higher = more likely an edge)."""
+        if self.procedure == "sf-top2input":
+            return self.top_down_scores(x, edge_index, pairs)
         hs = self.embed(x, edge_index)
         if self.procedure == "bp":
             return torch.sigmoid(self.pair_logit(hs[-1], pairs))
         return sum(torch.sigmoid(self.pair_logit(h, pairs)) for h in hs)
+
+    def top_down_scores(self, x: torch.Tensor, edge_index: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """sf-top2input: `test_steps` time steps from the bottom-up states; the pair's sigmoid score
+        averaged over every layer of every step from the third on (the official eval)."""
+        keep = range(2, self.test_steps) if self.test_steps > 2 else [self.test_steps - 1]
+        scores = []
+
+        def step(j, below, above):
+            out = self.td_layer(j, below, above, edge_index)
+            if t in keep:
+                scores.append(torch.sigmoid(self.pair_logit(out, pairs)))
+            return out
+
+        states = self.bottom_up(x, edge_index)
+        for t in range(self.test_steps):
+            states = top_down_step(states, self.alternating_update, step)
+        return torch.stack(scores).mean(0)
 
     def example_graph(self, seed: int = 0, num_nodes: int = 60) -> dict:
         """A seeded random undirected graph with this model's feature width."""
