@@ -13,7 +13,7 @@ from zoo.data import allweather as aw
 from zoo.errors import DataError
 from zoo.models.mofme import Router, moe, mofme, vit
 from zoo.tasks.restoration import RestorationTask, restore
-from tests.conftest import assert_eval_reproduces_registry, registry_checkpoints, run_zoo
+from tests.conftest import ROOT, assert_eval_reproduces_registry, registry_checkpoints, run_zoo
 
 SMALL = dict(img_size=32, embed_dim=32, heads=2, dim_head=16, head_channels=8)
 
@@ -51,6 +51,23 @@ def test_router_keeps_top_k_and_code_mode_degenerates_to_zero_weights():
     assert (wc.abs() < 1e-3).float().mean() > 0.8 and not torch.allclose(wc.sum(-1), torch.ones(3, 5))
     mc = Router(16, 8, 2, "mc").train()
     assert torch.allclose(mc(torch.randn(3, 5, 16)).sum(-1), torch.ones(3, 5), atol=1e-5)
+
+
+def test_global_residual_modes():
+    """off: the released runs (sigmoid output); code: the official residual, sigmoid + the input
+    normalised to [-1, 1]; centred (ours): input + a signed correction, the identity untrained."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    off = mofme(num_experts=4, **SMALL).eval()
+    code, centred = (mofme(num_experts=4, residual=r, **SMALL).eval() for r in ("code", "centred"))
+    assert _params(off) == _params(code) == _params(centred)
+    code.load_state_dict(off.state_dict())
+    y = off(x)
+    assert 0 <= float(y.min()) and float(y.max()) <= 1
+    assert torch.allclose(code(x), y + 2 * x - 1, atol=1e-6)
+    assert torch.equal(centred(x), x)
+    with pytest.raises(ValueError, match="residual must be one of"):
+        mofme(residual="on", **SMALL)
 
 
 def test_tiled_restore_equals_whole_image_for_a_patchwise_model_and_handles_odd_sizes():
@@ -147,3 +164,35 @@ def test_cli_bench_compares_the_two_trained_checkpoints_like_for_like():
     res = json.loads(r.stdout)["results"]
     assert [x["model"] for x in res] == ["mofme-n8-k2.allweather-synth", "moe-n8-k2.allweather-synth"]
     assert res[0]["params"] == 1785811 and res[1]["params"] == 3034835
+
+
+@pytest.mark.slow
+def test_two_process_finetune_matches_one_process_and_its_weights_evaluate(tmp_path):
+    """`--nproc-per-node 2` on the restoration task: the MoE layers (and the official model's
+    never-used parameters) under DDP. Without dropout the two shards' averaged gradients are the
+    one-process batch's, so the weights match a one-process run of the same global batch."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    cfg = json.dumps({**SMALL, "router": "plain", "dropout": 0})
+    common = ["finetune", "mofme-n4-k2", "--dataset", "allweather-synth", "--scratch", "--steps", "3", "-b", "4",
+              "-o", f"config={cfg}", "-o", "size=16", "-o", "no_eval=true", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {k: subprocess.Popen([sys.executable, "-m", "zoo", *common, *extra, "--out", str(tmp_path / k)], cwd=ROOT,
+                                env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for k, extra in (("two", ["--nproc-per-node", "2"]), ("one", []))}
+    done = {}
+    for k, p in runs.items():
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-3000:]
+        done[k] = json.loads(out)
+    assert done["two"]["world_size"] == 2 and done["one"]["world_size"] == 1 and done["two"]["steps"] == 3
+    two, one = load_file(str(tmp_path / "two" / "model.safetensors")), load_file(str(tmp_path / "one" / "model.safetensors"))
+    assert two.keys() == one.keys()
+    assert max(float((two[k].double() - one[k].double()).abs().max()) for k in two) < 1e-5
+    ev = run_zoo("eval", str(tmp_path / "two"), "--dataset", "allweather-synth", "-o", "size=3", "--json")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    m = json.loads(ev.stdout)["metrics"]
+    assert m["samples"] == 3 and np.isfinite(m["psnr"])

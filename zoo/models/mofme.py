@@ -9,7 +9,8 @@ no licence; `models/mowe.py`, `models/moe/{film,complete,baseline}.py`):
 * encoder on the 32-channel map: patch embedding conv 8x8/8 -> 384 + LayerNorm, `depth` 2 layers,
   8 heads x 64 (inner 512, qkv without bias), MLP ratio 4, dropout 0.1. A positional embedding is
   allocated (one row per 8x8 patch of the training size) but never added: kept so parameter counts
-  and the weight layout match the official model;
+  and the weight layout match the official model (frozen: it never gets a gradient, and DDP
+  would otherwise wait for one);
 * the feed-forward part of each layer (after pre-norm attention + residual) is one of
     - ``"ffn"`` (the no-MoE ViT): pre-norm MLP 384 -> 1536 -> 384;
     - ``"moe"`` (gate `complete`): N pre-norm MLP experts of that size, a token router
@@ -18,10 +19,23 @@ no licence; `models/mowe.py`, `models/moe/{film,complete,baseline}.py`):
       h = GELU(W1 x) * (W2 x) (two 384x384 linears), N feature-wise modulation experts
       e(h) = (A_e h) * h + (B_e h) (two 384x384 linears each), weighted by the same top-k router,
       summed, then a shared adaptor MLP 384 -> 1536 -> 384. Each official FME expert also
-      allocates a LayerNorm it never uses; we keep it (counts and layout), it does no work;
+      allocates a LayerNorm it never uses; we keep it (counts and layout), frozen, it does no work;
 * tail: Linear(384 -> 8*8*128) unfolded to a full-resolution 128-channel map, ResBlock, conv
-  128 -> 64, ResBlock, conv 64 -> 3, sigmoid; no global residual (the released runs pass
-  ``--disable-residual``).
+  128 -> 64, ResBlock, conv 64 -> 3, sigmoid.
+
+**Global residual** (config ``residual``). ``"off"`` (default) is what the released runs train:
+both official scripts pass ``--disable-residual``, the output is the tail's sigmoid. Without the
+flag the official code (`models/mowe.py`, its default) adds the network's *input* to the sigmoid
+output: ``out = sigmoid(tail) + input``. Its data loader normalises the degraded input to [-1, 1]
+(mean 0.5, std 0.5) but leaves the clean target in [0, 1], and the test clamps the output to
+[0, 1]; so in our [0, 1] convention the code's residual is ``out = sigmoid(tail) + (2 x - 1)``,
+which is ``x`` only where the sigmoid learns ``1 - x``: a shifted, doubled skip, not an identity.
+``"code"`` reproduces exactly that (the head still sees x in [0, 1], as in every mode here).
+``"centred"`` is **our interpretation** of a global residual for [0, 1] images:
+``out = x + (2 sigmoid(tail) - 1)``, a correction in (-1, 1) that can darken as well as brighten,
+with the last conv zero-initialised so that an untrained network returns its input unchanged
+(it starts at the do-nothing PSNR and learns the correction). Parameter counts are the same in
+every mode.
 
 **Router: paper vs code.** The paper routes with an *uncertainty-aware* router (UaR) whose exact
 formula we could not read. ``router="mc"`` (default, **our interpretation**) samples the router
@@ -38,7 +52,9 @@ Parameter counts at 240x240 (pinned in tests/test_mofme.py against the spec's co
 instantiating the official code): ViT 8.71M; MoE N=4/8/16: 15.81M/25.27M/44.19M; MoFME N=4/8/16:
 11.68M/14.05M/18.80M; top-k does not change parameters.
 
-Input: images (B, 3, H, W) in [0, 1], H and W multiples of 8; output: restored images in [0, 1].
+Input: images (B, 3, H, W) in [0, 1], H and W multiples of 8; output: restored images, in [0, 1]
+with ``residual="off"``, unbounded with a residual (the task clamps to [0, 1] to score and draw, as
+the official test does).
 Large images are restored tile by tile (overlapping `tile_size` tiles) by the restoration task.
 """
 
@@ -147,6 +163,7 @@ class FMExpert(nn.Module):
         self.scale = nn.Linear(dim, dim)
         self.shift = nn.Linear(dim, dim)
         self.unused_norm = nn.LayerNorm(dim)   # allocated by the official expert, never applied
+        self.unused_norm.requires_grad_(False)  # never in the graph: DDP would wait for its gradient
 
     def forward(self, h):
         return self.scale(h) * h + self.shift(h)
@@ -173,6 +190,7 @@ class MoFME(nn.Module):
 
 
 _FF = {"ffn": FFN, "moe": MoE, "mofme": MoFME}
+_RESIDUAL = ("off", "code", "centred")
 
 
 class Layer(nn.Module):
@@ -195,8 +213,10 @@ class DeweatherNet(nn.Module):
     def __init__(self, ff: str = "mofme", num_experts: int = 8, top_k: int = 2, router: str = "mc",
                  img_size: int = 240, patch_size: int = 8, embed_dim: int = 384, depth: int = 2, heads: int = 8,
                  dim_head: int = 64, mlp_ratio: float = 4.0, dropout: float = 0.1, head_channels: int = 32,
-                 tail_scale: int = 4, in_chans: int = 3):
+                 tail_scale: int = 4, in_chans: int = 3, residual: str = "off"):
         super().__init__()
+        if residual not in _RESIDUAL:
+            raise ValueError(f"residual must be one of {', '.join(_RESIDUAL)}, not {residual!r}")
         if ff not in _FF:
             raise ValueError(f"ff must be one of {', '.join(_FF)}, not {ff!r}")
         if img_size % patch_size:
@@ -207,7 +227,8 @@ class DeweatherNet(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(in_chans, c, 3, padding=1), ResBlock(c), ResBlock(c))
         self.patch = nn.Conv2d(c, embed_dim, patch_size, stride=patch_size)
         self.patch_norm = nn.LayerNorm(embed_dim)
-        self.pos_embedding = nn.Parameter(torch.randn(1, (img_size // patch_size) ** 2, embed_dim))  # unused, as official
+        # unused, as official; frozen so DDP does not wait for a gradient that never comes
+        self.pos_embedding = nn.Parameter(torch.randn(1, (img_size // patch_size) ** 2, embed_dim), requires_grad=False)
         self.layers = nn.ModuleList(Layer(embed_dim, heads, dim_head, hidden, dropout, ff, num_experts, top_k, router)
                                     for _ in range(depth))
         ct = c * tail_scale
@@ -215,6 +236,10 @@ class DeweatherNet(nn.Module):
         self.unpatch = nn.Linear(embed_dim, patch_size * patch_size * ct)
         self.tail = nn.Sequential(ResBlock(ct), nn.Conv2d(ct, ct // 2, 3, padding=1), ResBlock(ct // 2),
                                   nn.Conv2d(ct // 2, in_chans, 3, padding=1), nn.Sigmoid())
+        self.residual = residual
+        if residual == "centred":   # our interpretation: start as the identity (correction 2*sigmoid(0)-1 = 0)
+            nn.init.zeros_(self.tail[-2].weight)
+            nn.init.zeros_(self.tail[-2].bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Degraded images (B, 3, H, W) in [0, 1] -> restored images, same shape."""
@@ -227,7 +252,12 @@ class DeweatherNet(nn.Module):
             x, _ = layer(x)
         x = self.unpatch(x).reshape(b, gh, gw, p, p, self.tail_channels)
         x = x.permute(0, 5, 1, 3, 2, 4).reshape(b, self.tail_channels, gh * p, gw * p)
-        return self.tail(x)
+        y = self.tail(x)
+        if self.residual == "code":      # official: sigmoid + the [-1, 1]-normalised input
+            return y + (2 * images - 1)
+        if self.residual == "centred":   # ours: signed correction around the input
+            return images + (2 * y - 1)
+        return y
 
     @torch.no_grad()
     def routing(self, images: torch.Tensor) -> list[torch.Tensor]:
