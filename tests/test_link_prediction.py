@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.conftest import assert_eval_reproduces_registry, registry_checkpoints, run_zoo
 from zoo.data import graphs
@@ -87,12 +88,12 @@ def _val_auc(model, g, split="val"):
         return roc_auc(model(g["x"], g[f"{split}_edge_index"], g[f"{split}_pairs"]), g[f"{split}_labels"])
 
 
-@pytest.mark.parametrize("procedure", ["sf", "bp"])
+@pytest.mark.parametrize("procedure", ["sf", "bp", "sf-top2input"])
 def test_each_link_procedure_learns(split, procedure):
     torch.manual_seed(0)
     m = ForwardGNNLinkPredictor(in_channels=60, hidden=32, layers=2, procedure=procedure)
     module = LinkPredictionTraining(m, {"epochs_per_layer": 40, "patience": 50, "layer_lr": 0.01, "layer_weight_decay": 0.0})
-    for _ in range(80):
+    for _ in range(80 if procedure != "sf-top2input" else 40):      # top-down: every layer every epoch
         module(split)
     auc = _val_auc(m, split, "test")
     assert auc > 0.7, (procedure, auc)                                # chance is 0.5
@@ -136,9 +137,49 @@ def test_sf_score_sums_the_layers_and_bp_reads_the_last():
         assert float(s.max()) <= (3 if proc == "sf" else 1)
 
 
-def test_link_procedures_outside_bp_and_sf_are_refused():
-    with pytest.raises(ValueError, match="link prediction trains with bp or sf, not 'ff-la'"):
-        ForwardGNNLinkPredictor(in_channels=4, procedure="ff-la")
+@pytest.mark.parametrize("procedure,why", [("ff-la", "appends node labels"), ("ff-vn", "class virtual nodes"),
+                                           ("sf-top2loss", "no top-to-loss link predictor")])
+def test_label_based_and_top2loss_procedures_are_refused_with_the_reason(procedure, why):
+    with pytest.raises(ValueError, match=f"link prediction trains with bp, sf, sf-top2input, not '{procedure}': .*{why}"):
+        ForwardGNNLinkPredictor(in_channels=4, procedure=procedure)
+
+
+@pytest.mark.parametrize("alternating", [True, False])
+def test_top2input_link_score_is_the_official_time_stepped_eval(alternating):
+    """Bottom-up (zeros above), then the schedule (alternating: layer 0, then 1 on its new output);
+    the pair's sigmoid averaged over both layers of the steps from the third on."""
+    torch.manual_seed(0)
+    m = ForwardGNNLinkPredictor(in_channels=6, hidden=8, layers=2, procedure="sf-top2input", test_steps=4,
+                                alternating_update=alternating).eval()
+    assert [c.in_channels for c in m.convs] == [6 + 8, 8]              # nothing above the top layer
+    g = graphs.link_split(m.example_graph())
+    x, ei, pairs = g["x"], g["test_edge_index"], g["test_pairs"]
+    with torch.no_grad():
+        lay0 = lambda a, b: torch.relu(m.convs[0](torch.cat([F.normalize(a, dim=-1), F.normalize(b, dim=-1)], -1), ei))
+        lay1 = lambda a: torch.relu(m.convs[1](F.normalize(a, dim=-1), ei))
+        s1 = lay0(x, torch.zeros(x.shape[0], 8))
+        s2 = lay1(s1)
+        kept = []
+        for t in range(4):
+            n1 = lay0(x, s2)
+            n2 = lay1(n1 if alternating else s1)
+            s1, s2 = n1, n2
+            if t >= 2:
+                kept += [torch.sigmoid(m.pair_logit(h, pairs)) for h in (n1, n2)]
+        got = m(x, ei, pairs)
+    assert torch.allclose(got, torch.stack(kept).mean(0), atol=1e-6)
+
+
+def test_top2input_link_training_keeps_the_states_for_resume(split):
+    torch.manual_seed(0)
+    m = ForwardGNNLinkPredictor(in_channels=60, hidden=16, layers=2, procedure="sf-top2input")
+    module = LinkPredictionTraining(m, {"epochs_per_layer": 10})
+    before = [c.lin.weight.detach().clone() for c in m.convs]
+    module(split)
+    assert all(not torch.equal(b, c.lin.weight) for b, c in zip(before, m.convs))   # every layer, every epoch
+    assert [tuple(s.shape) for s in module.states] == [(400, 16), (400, 16)]        # layer outputs, no grad
+    assert all(not s.requires_grad for s in module.states)
+    assert module.state_dict()["_extra_state"]["states"] is module.states
 
 
 def test_wrong_feature_width_is_refused_in_one_line(split):

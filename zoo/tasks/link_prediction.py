@@ -5,8 +5,10 @@ PyG's RandomLinkSplit, 16% of the edges for validation, 20% for test, 1:1 negati
 `-o data_seed=`). Messages pass along the training edges when scoring the train and val pairs, and
 along training + validation edges for the test pairs, so a test edge is never seen. The whole
 graph is one batch and one training step is one epoch; training goes through
-`zoo.layers.graph_forward_learning.link_training_method` (the model's `procedure`: bp or sf), which
-draws fresh negative pairs every epoch.
+`zoo.layers.graph_forward_learning.link_training_method` (the model's `procedure`: bp, sf or
+sf-top2input, the official code's BP, FL-CE and FL-CE-TopDown; ff-la, ff-vn and sf-top2loss need
+node labels or have no official link predictor and are refused with the reason), which draws fresh
+negative pairs every epoch.
 """
 
 from __future__ import annotations
