@@ -94,3 +94,21 @@ def test_ddp_two_processes(tmp_path):
     assert (out / "model.safetensors").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["branch"] == "cnn" and "rel_l2" in cfg["metrics"]
+
+
+def test_a_learning_curve_records_the_test_metrics_and_leaves_the_weights_alone(tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.verbs.finetune import finetune
+    common = dict(dataset="antiderivative", steps=12, batch_size=50, pretrained=False, progress=False)
+    plain = finetune("deeponet", out=tmp_path / "plain", options={"size": 400}, **common)
+    curved = finetune("deeponet", out=tmp_path / "curve", options={"size": 400, "eval_every": 5}, **common)
+    points = json.loads((tmp_path / "curve" / "curve.json").read_text())["points"]
+    assert [p["step"] for p in points] == [5, 10, 12]
+    assert points[-1]["rel_l2"] == pytest.approx(curved["metrics"]["rel_l2"], rel=1e-9)
+    assert points[0]["rel_l2"] != points[-1]["rel_l2"]          # measured at each step, not copied
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
+    assert curved["metrics"]["rel_l2"] == plain["metrics"]["rel_l2"]
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "curve" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)             # evaluating between steps changes nothing
+    assert not (tmp_path / "plain" / "curve.json").exists()

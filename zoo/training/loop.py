@@ -327,7 +327,7 @@ def _run(args: dict) -> dict:
     plan = _Schedule.of(args, task, len(train_set), world)
     module = task.training_module(model, options)
     opt, sched = _optimiser(module, options, plan)
-    step, history = 0, []
+    step, history, curve = 0, [], []
     started_at = None
     if args.get("resume"):
         st = _read_state(state_path, loaded, rank, world)
@@ -337,6 +337,7 @@ def _run(args: dict) -> dict:
             sched.load_state_dict(st["scheduler"])
             torch.set_rng_state(st["rng"].cpu())
             step, history = int(st["step"]), list(st["history"])
+            curve = list(st.get("curve") or [])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             from zoo.errors import CheckpointError
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -354,7 +355,11 @@ def _run(args: dict) -> dict:
             atomic_torch_save({"module": module.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
                                "step": step, "history": history, "model": loaded.name,
-                               "config": _config_key(loaded.config), "run_id": args.get("run_id")}, state_path)
+                               "config": _config_key(loaded.config), "run_id": args.get("run_id"),
+                               "curve": curve}, state_path)
+
+    eval_every = int(options.get("eval_every") or 0)
+    curve_set = _test_set(args, loaded, dataset_name, options) if eval_every and rank == 0 else None
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     show = bool(args.get("progress", True)) and rank == 0
@@ -379,6 +384,9 @@ def _run(args: dict) -> dict:
             step += 1
             history.append([step, last_loss])
             bar.update(job, completed=step, loss=f"{last_loss:.3g}")
+            if curve_set is not None and step % eval_every == 0 and step < plan.total:
+                curve.append({"step": step, "loss": last_loss,
+                              **_evaluate_between_steps(loaded, module, model, curve_set, options)})
             if step % plan.save_every == 0 or step == plan.total:
                 save_state()
     elapsed = time.perf_counter() - t0
@@ -401,6 +409,10 @@ def _run(args: dict) -> dict:
         train = {"steps": step, "final_loss": last_loss, "seed": seed, "batch_size": plan.batch, "lr": plan.lr,
                  "world_size": world}
         summary["metrics"] = _finish(args, loaded, final_model, dataset_name, options, train)
+        if curve_set is not None:
+            # the last point is the final evaluation itself (the same weights, evaluated once)
+            curve.append({"step": step, "loss": last_loss, **_numbers(summary["metrics"])})
+            summary["curve"] = _write_curve(out, curve, history, loaded.name, dataset_name)
         save_state()   # the training state stays beside the checkpoint for --resume
     if world > 1:
         import torch.distributed as dist
@@ -494,6 +506,53 @@ def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict)
             "command": command_line(args), "license": options.get("license", "MIT"), "train": train}
     save_checkpoint(Path(args["out"]), model, meta, dtype=options.get("dtype"))
     return metrics
+
+
+def _test_set(args: dict, loaded, dataset_name, options: dict):
+    from zoo.loading import dataset_for
+    return dataset_for(loaded, dataset_name, args.get("data"), "test", options)[0]
+
+
+def _evaluate_between_steps(loaded, module, model, test_set, options: dict) -> dict:
+    """The test metrics of the weights as they are now; training resumes exactly as if nothing had
+    run (train mode and the RNG state are restored, so a curve never changes the weights)."""
+    import torch
+    net = module.model if hasattr(module, "model") else model
+    rng = torch.get_rng_state()
+    net.eval()
+    try:
+        with torch.inference_mode():
+            metrics = loaded.task.evaluate(net, test_set, options)
+    finally:
+        module.train()
+        torch.set_rng_state(rng)
+    return _numbers(metrics)
+
+
+def _numbers(metrics: dict) -> dict:
+    """The scalar metrics of an evaluation, without its sample count."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "samples"}
+
+
+def _write_curve(out: Path, curve: list, history: list, name: str, dataset_name) -> str:
+    """curve.json (every evaluation) and curve.png (training loss, and each test metric, by step)."""
+    from zoo._io import atomic_write_text, pyplot, save_figure
+
+    atomic_write_text(out / "curve.json", json.dumps({"model": name, "dataset": dataset_name,
+                                                      "points": curve}, indent=1))
+    keys = [k for k in curve[0] if k not in ("step", "loss")]
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 3.2), squeeze=False)
+    axes = axes[0]
+    axes[0].plot([h[0] for h in history], [h[1] for h in history], lw=0.8)
+    axes[0].set(title="training loss", xlabel="step", yscale="log" if all(h[1] > 0 for h in history) else "linear")
+    for ax, k in zip(axes[1:], keys):
+        ax.plot([p["step"] for p in curve], [p[k] for p in curve], marker="o", ms=3)
+        ax.set(title=f"test {k}", xlabel="step")
+    fig.suptitle(f"{name} on {dataset_name}")
+    fig.tight_layout()
+    save_figure(fig, out / "curve.png")
+    return str(out / "curve.json")
 
 
 def _allreduce_grads(module, world: int) -> None:
