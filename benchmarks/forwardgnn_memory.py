@@ -83,7 +83,8 @@ def main(argv=None) -> dict:
         m = ForwardGNN(in_channels=f, num_classes=graphs.num_classes(g), num_nodes=n, hidden=a.hidden,
                        layers=a.layers, backbone=a.backbone, procedure=p).to(dev)
         m.bind(g)
-        per_layer = a.epochs if p in ("bp", "sf-top2loss") else max(1, a.epochs // a.layers)
+        # bp and the top-down procedures train the whole stack every epoch: one phase of all the epochs
+        per_layer = a.epochs if p in ("bp", "sf-top2loss", "sf-top2input") else max(1, a.epochs // a.layers)
         mod = LayerwiseGraphTraining(m, {"epochs_per_layer": per_layer, "patience": 10**9,
                                           "val_every": 10**9})   # no early stopping: same budget for all
         subjects[p] = {"model": m, "module": mod, "times": [], "mem": []}
