@@ -112,3 +112,12 @@ def test_a_learning_curve_records_the_test_metrics_and_leaves_the_weights_alone(
     a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "curve" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)             # evaluating between steps changes nothing
     assert not (tmp_path / "plain" / "curve.json").exists()
+
+
+def test_a_learning_curve_can_measure_the_training_split_too(tmp_path):
+    from zoo.verbs.finetune import finetune
+    finetune("deeponet", dataset="antiderivative", steps=6, batch_size=50, pretrained=False, progress=False,
+             out=tmp_path / "c", options={"size": 400, "eval_every": 3, "curve_train": True, "no_eval": False})
+    points = json.loads((tmp_path / "c" / "curve.json").read_text())["points"]
+    assert [p["step"] for p in points] == [3, 6]
+    assert all(p["train_rel_l2"] > 0 and p["train_rel_l2"] != p["rel_l2"] for p in points)

@@ -360,6 +360,18 @@ def _run(args: dict) -> dict:
 
     eval_every = int(options.get("eval_every") or 0)
     curve_set = _test_set(args, loaded, dataset_name, options) if eval_every and rank == 0 else None
+    # the training split without augmentation beside it: the gap between the two is over-fitting
+    curve_train = (_test_set(args, loaded, dataset_name, {**options, "augment": False}, split="train")
+                   if curve_set is not None and options.get("curve_train") else None)
+
+    def curve_point(final: dict | None = None) -> dict:
+        point = {"step": step, "loss": last_loss}
+        point.update(_numbers(final) if final is not None else
+                     _evaluate_between_steps(loaded, module, model, curve_set, options))
+        if curve_train is not None:
+            point.update({f"train_{k}": v for k, v in
+                          _evaluate_between_steps(loaded, module, model, curve_train, options).items()})
+        return point
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     show = bool(args.get("progress", True)) and rank == 0
@@ -385,8 +397,7 @@ def _run(args: dict) -> dict:
             history.append([step, last_loss])
             bar.update(job, completed=step, loss=f"{last_loss:.3g}")
             if curve_set is not None and step % eval_every == 0 and step < plan.total:
-                curve.append({"step": step, "loss": last_loss,
-                              **_evaluate_between_steps(loaded, module, model, curve_set, options)})
+                curve.append(curve_point())
             if step % plan.save_every == 0 or step == plan.total:
                 save_state()
     elapsed = time.perf_counter() - t0
@@ -411,7 +422,7 @@ def _run(args: dict) -> dict:
         summary["metrics"] = _finish(args, loaded, final_model, dataset_name, options, train)
         if curve_set is not None:
             # the last point is the final evaluation itself (the same weights, evaluated once)
-            curve.append({"step": step, "loss": last_loss, **_numbers(summary["metrics"])})
+            curve.append(curve_point(summary["metrics"]))
             summary["curve"] = _write_curve(out, curve, history, loaded.name, dataset_name)
         save_state()   # the training state stays beside the checkpoint for --resume
     if world > 1:
@@ -508,9 +519,9 @@ def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict)
     return metrics
 
 
-def _test_set(args: dict, loaded, dataset_name, options: dict):
+def _test_set(args: dict, loaded, dataset_name, options: dict, split: str = "test"):
     from zoo.loading import dataset_for
-    return dataset_for(loaded, dataset_name, args.get("data"), "test", options)[0]
+    return dataset_for(loaded, dataset_name, args.get("data"), split, options)[0]
 
 
 def _evaluate_between_steps(loaded, module, model, test_set, options: dict) -> dict:
@@ -540,15 +551,18 @@ def _write_curve(out: Path, curve: list, history: list, name: str, dataset_name)
 
     atomic_write_text(out / "curve.json", json.dumps({"model": name, "dataset": dataset_name,
                                                       "points": curve}, indent=1))
-    keys = [k for k in curve[0] if k not in ("step", "loss")]
+    keys = [k for k in curve[0] if k not in ("step", "loss") and not k.startswith("train_")]
     plt = pyplot()
     fig, axes = plt.subplots(1, 1 + len(keys), figsize=(4 * (1 + len(keys)), 3.2), squeeze=False)
     axes = axes[0]
     axes[0].plot([h[0] for h in history], [h[1] for h in history], lw=0.8)
     axes[0].set(title="training loss", xlabel="step", yscale="log" if all(h[1] > 0 for h in history) else "linear")
     for ax, k in zip(axes[1:], keys):
-        ax.plot([p["step"] for p in curve], [p[k] for p in curve], marker="o", ms=3)
-        ax.set(title=f"test {k}", xlabel="step")
+        ax.plot([p["step"] for p in curve], [p[k] for p in curve], marker="o", ms=3, label="test")
+        if f"train_{k}" in curve[0]:
+            ax.plot([p["step"] for p in curve], [p[f"train_{k}"] for p in curve], marker="s", ms=3, label="train")
+            ax.legend(fontsize=7)
+        ax.set(title=k, xlabel="step")
     fig.suptitle(f"{name} on {dataset_name}")
     fig.tight_layout()
     save_figure(fig, out / "curve.png")

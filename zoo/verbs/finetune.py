@@ -23,6 +23,8 @@ class FinetuneOptions(Options):
     no_eval: bool = Field(False, description="skip the test-split evaluation at the end")
     eval_every: int = Field(0, ge=0, description="evaluate on the test split every N steps: a learning curve "
                                                  "in curve.json and curve.png beside the checkpoint (0: off)")
+    curve_train: bool = Field(False, description="with eval_every: also measure the training split (no "
+                                                 "augmentation) at each point, to see over-fitting")
     tag: Optional[str] = Field(None, description="checkpoint tag written to config.json (default: the dataset)")
     license: str = Field("MIT", description="licence of the weights written to the model card")
     dtype: Optional[str] = Field(None, description="store weights as float16 to halve the file")
