@@ -41,7 +41,8 @@ node count and a fingerprint of the graph the model was trained on; `check_graph
 graph with one line.
 
 `ForwardGNNLinkPredictor` is the same stack for link prediction (``bp``, ``sf`` or
-``sf-top2input``, the official code's three: BP, FL-CE and FL-CE-TopDown): the score of a pair
+``sf-top2input``, the three the official scripts run: BP, FL-CE and FL-CE-TopDown; the code's
+goodness-based FF link predictor, which no official script runs, is not built): the score of a pair
 (u, v) at a layer is sigmoid(sum(h_u * h_v)); ``sf`` sums it over the layers, the BP baseline
 reads the last layer only, ``sf-top2input`` (layer l reads [normalised layer l-1, normalised layer
 l+1], nothing above the top layer; same time steps and schedule as for node classification)
