@@ -29,6 +29,7 @@ import copy
 import importlib.util
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -191,23 +192,52 @@ def official_mhaf(root: str, ours, variant: str):
 
 # ---- paths and timing ---------------------------------------------------------------------------
 
-def _ort(model, args, task, tmp, name, threads):
-    from zoo.backends import onnx_session, write_onnx
+_T0 = time.perf_counter()
+
+
+def _log(msg: str) -> None:
+    """Progress on stderr: exports of the official graphs can take minutes on a loaded machine."""
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+_EXPORT_FAILED: dict = {}
+_KEEP_DIR: Path | None = None
+
+
+def _onnx_file(model, args, task, tmp, name) -> Path:
+    """One export per side, shared by onnxruntime and OpenVINO (the same graph for both); with
+    --onnx-dir, a file an earlier run wrote there is reused (exports take minutes on a busy machine;
+    delete the file after changing the model's export code)."""
+    from zoo.backends import write_onnx
     path = Path(tmp) / f"{name}.onnx"
-    write_onnx(copy.deepcopy(model).cpu().eval(), args, path, task)
-    sess = onnx_session(path, threads)
+    if path.exists() and _KEEP_DIR is not None:
+        _log(f"{name}: reusing {path}")
+    if path in _EXPORT_FAILED:   # one failed export is enough to know
+        raise _EXPORT_FAILED[path]
+    if not path.exists():
+        t0 = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                write_onnx(copy.deepcopy(model).cpu().eval(), args, path, task)
+        except Exception as exc:
+            _EXPORT_FAILED[path] = exc
+            raise
+        finally:
+            _log(f"{name}: export took {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def _ort(model, args, task, tmp, name, threads):
+    from zoo.backends import onnx_session
+    sess = onnx_session(_onnx_file(model, args, task, tmp, name), threads)
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args)}
     return lambda: sess.run(None, feeds)
 
 
 def _ov(model, args, task, tmp, name, threads):
     import openvino as ov
-
-    from zoo.backends import write_onnx
-    path = Path(tmp) / f"{name}-ov.onnx"
-    write_onnx(copy.deepcopy(model).cpu().eval(), args, path, task)
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+    compiled = core.compile_model(core.read_model(str(_onnx_file(model, args, task, tmp, name))), "CPU", {
         "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
     req = compiled.create_infer_request()
     feeds = [a.numpy() for a in args]
@@ -247,9 +277,11 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     ours, task = loaded.model.eval(), loaded.task
     weights = loaded.full_name if loaded.tag else f"{name} (seeded random init: no checkpoint)"
     opts = {"batch_size": 1}
-    # --resolution for models that take any grid; one tied to its grid (DRIFT-Net) keeps it
-    if args_ns.resolution and "detection" not in task.name and getattr(ours, "native_grid", None) is None:
-        opts["resolution"] = args_ns.resolution
+    # --resolution for models that take any grid, or whose weights here are a random init (a
+    # convolutional SineNet runs on any multiple of 16); trained weights tied to a grid keep it
+    if args_ns.resolution and "detection" not in task.name:
+        if getattr(ours, "native_grid", None) is None or not loaded.tag:
+            opts["resolution"] = args_ns.resolution
     if args_ns.imgsz and task.name == "detection":
         opts["imgsz"] = args_ns.imgsz
     torch.manual_seed(1)
@@ -284,25 +316,35 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         err = _max_abs(ref, ref_ours)
         res["eager_equal"] = {"max_abs": err, "bit_exact": err == 0.0}
     tmp = tempfile.TemporaryDirectory(prefix="zoo-vs-official-")
+    onnx_dir = tmp.name
+    if _KEEP_DIR is not None:
+        shape = "x".join(str(d) for d in inputs[0].shape)
+        onnx_dir = str(_KEEP_DIR / f"{name}-{shape}")
+        Path(onnx_dir).mkdir(parents=True, exist_ok=True)
     sides = [("ours", view)] + ([("official", off_view)] if off_view is not None else [])
-    backends = ["eager", "onnxruntime"]
-    try:
-        import openvino  # noqa: F401
-        backends.append("openvino")
-    except ImportError:
-        res["notes"].append("openvino: not installed (pip install openvino)")
-    if args_ns.compile:
+    backends = [b for b in args_ns.backends.split(",") if b]
+    if "openvino" in backends:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            backends.remove("openvino")
+            res["notes"].append("openvino: not installed (pip install openvino)")
+    if args_ns.compile and "compile" not in backends:
         backends.append("compile")
     checks = {}
     for side, module in sides:
         for b in backends:
+            if f"{side}:{b}" in args_ns.skip:
+                res["notes"].append(f"{side} {b}: skipped (--skip)")
+                continue
+            _log(f"{name}: building {side} {b}")
             try:
                 if b == "eager":
                     fn = (lambda m=module: m(*inputs))
                 elif b == "onnxruntime":
-                    fn = _ort(module, inputs, task, tmp.name, f"{side}", args_ns.threads)
+                    fn = _ort(module, inputs, task, onnx_dir, side, args_ns.threads)
                 elif b == "openvino":
-                    fn = _ov(module, inputs, task, tmp.name, f"{side}", args_ns.threads)
+                    fn = _ov(module, inputs, task, onnx_dir, side, args_ns.threads)
                 else:
                     compiled = torch.compile(module)
                     fn = (lambda m=compiled: m(*inputs))
@@ -313,6 +355,7 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                 res["notes"].append(f"{side} {b}: not available ({type(exc).__name__}: "
                                     f"{' '.join(str(exc).split())[:140]})")
     times = {k: [] for k in paths}
+    _log(f"{name}: timing {len(paths)} paths, {args_ns.repeats} interleaved rounds")
     with torch.inference_mode():
         for fn in paths.values():
             for _ in range(args_ns.warmup):
@@ -334,9 +377,18 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     best_o = min(((v, k[1]) for k, v in p50.items() if k[0] == "ours"), default=None)
     best_f = min(((v, k[1]) for k, v in p50.items() if k[0] == "official"), default=None)
     if best_o:
+        # the same comparison round by round (both calls a few ms apart, under the same load):
+        # the median of these ratios is the figure least moved by other work on a shared machine
+        paired = (statistics.median(o / f for o, f in zip(times[("ours", best_o[1])], times[("official", best_f[1])]))
+                  if best_f else None)
         res["rows"].append({"backend": f"best: ours {best_o[1]}" + (f" vs official {best_f[1]}" if best_f else ""),
                             "ours_ms": best_o[0], "official_ms": best_f[0] if best_f else None,
-                            "ratio": best_o[0] / best_f[0] if best_f else None, "goal": GOALS.get(name)})
+                            "ratio": best_o[0] / best_f[0] if best_f else None, "paired_ratio": paired,
+                            "goal": GOALS.get(name)})
+    res["spread_ms"] = {f"{k[0]} {k[1]}": [round(statistics.quantiles(v, n=10)[0] * 1e3, 1),
+                                           round(statistics.quantiles(v, n=10)[-1] * 1e3, 1)]
+                        for k, v in times.items() if len(v) >= 2}
+    res["load_average"] = list(os.getloadavg())
     return res
 
 
@@ -368,9 +420,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--resolution", type=int, default=None, help="grid of the PDE models' input (default: native)")
     ap.add_argument("--imgsz", type=int, default=640, help="detector input size")
+    ap.add_argument("--backends", default="eager,onnxruntime,openvino",
+                    help="comma-separated: eager, onnxruntime, openvino, compile")
+    ap.add_argument("--skip", default="", help="side:backend pairs not to build, e.g. official:onnxruntime")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
+    ap.add_argument("--onnx-dir", metavar="DIR", help="keep each side's ONNX export here and reuse it next run")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", metavar="FILE.json", help="also write the results here (exporters print to stdout)")
     a = ap.parse_args(argv)
+    global _KEEP_DIR
+    _KEEP_DIR = Path(a.onnx_dir).expanduser() if a.onnx_dir else None
+    a.skip = {x.strip() for x in a.skip.split(",") if x.strip()}
 
     import torch
     torch.set_num_threads(a.threads)
@@ -379,6 +439,8 @@ def main(argv=None) -> dict:
     for name in [m.strip() for m in a.models.split(",") if m.strip()]:
         root = next((v for k, v in roots.items() if name.startswith(k)), None)
         out["models"].append(measure(name, root, a))
+        if a.out:   # after every model, so a later model's failure keeps the earlier ones
+            Path(a.out).write_text(json.dumps(out, indent=2))
     if a.json:
         print(json.dumps(out, indent=2))
         return out
@@ -390,8 +452,10 @@ def main(argv=None) -> dict:
         print(f"{'backend':34} | threads | ours ms | official ms | ratio | max abs vs ref")
         for r in m["rows"]:
             goal = f" (goal <= {r['goal']})" if r.get("goal") and r["ratio"] is not None else ""
+            paired = f" (paired {r['paired_ratio']:.3f})" if r.get("paired_ratio") is not None else ""
             print(f"{r['backend']:34} | {m['threads']:7} | {_fmt(r['ours_ms']):>7} | {_fmt(r['official_ms']):>11} | "
-                  f"{_fmt(r['ratio'], '.3f'):>5}{goal} | {_fmt(r.get('ours_max_abs'), '.2g')}")
+                  f"{_fmt(r['ratio'], '.3f'):>5}{paired}{goal} | {_fmt(r.get('ours_max_abs'), '.2g')}")
+        print(f"  10th-90th percentile ms: {m['spread_ms']}; load average {m['load_average']}")
         for n in m["notes"]:
             print(f"  note: {n}")
     return out
