@@ -179,7 +179,11 @@ def official_mhaf(root: str, ours, variant: str):
     import torch
     base = _find(root, f"ultralytics/cfg/models/mafv2/MAF-YOLOv2-{variant}.yaml").parents[4]
     sys.path.insert(0, str(base))
-    from ultralytics.nn.tasks import YOLOv10DetectionModel   # the fork's, from the user's checkout
+    try:
+        from ultralytics.nn.tasks import YOLOv10DetectionModel   # the fork's, from the user's checkout
+    except ImportError as exc:
+        raise SystemExit(f"error: the MHAF-YOLO checkout at {base} needs {exc.name or exc} "
+                         f"(install its requirements.txt, e.g. pip install {exc.name or ''})") from None
     yaml_path = base / f"ultralytics/cfg/models/mafv2/MAF-YOLOv2-{variant}.yaml"
     with contextlib.redirect_stdout(io.StringIO()):
         net = YOLOv10DetectionModel(str(yaml_path), nc=ours.num_classes, verbose=False)
@@ -306,12 +310,25 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     view = ours_fused.export_model().eval() if hasattr(ours_fused, "export_model") else ours_fused
     off_view = official
     if official is not None and name.startswith("mhaf"):
-        off_view = _OfficialDense(official)
+        off_view = _official_dense(official)
 
     paths: dict[tuple[str, str], object] = {}
     with torch.inference_mode():
         ref_ours = view(*inputs)
         ref = off_view(*inputs) if off_view is not None else ref_ours
+    if official is not None and hasattr(official, "fuse") and name.startswith("mhaf"):
+        # the official side's own deploy form (conv+BN and RepConv fused, as its exporter does),
+        # checked against its unfused output like every other path
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            off_view = _official_dense(copy.deepcopy(official).fuse(verbose=False))
+        res["notes"].append("official: its own fuse() (conv+BN, RepConv) for every path")
+    ref_side = {"ours": ref, "official": ref}
+    if off_view is not None and name.startswith("mhaf"):
+        # the fork decodes boxes to xywh outside its export mode; ours (and its export) give xyxy
+        import torch as _t
+        xy, wh = ref[:, :2], ref[:, 2:4]
+        ref = ref_side["ours"] = _t.cat((xy - wh / 2, xy + wh / 2, ref[:, 4:]), 1)
+        res["notes"].append("official boxes converted xywh -> xyxy for the check (fp32 rounding: not bit-exact)")
     if off_view is not None:
         err = _max_abs(ref, ref_ours)
         res["eager_equal"] = {"max_abs": err, "bit_exact": err == 0.0}
@@ -349,7 +366,7 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                     compiled = torch.compile(module)
                     fn = (lambda m=compiled: m(*inputs))
                 with torch.inference_mode():
-                    checks[(side, b)] = _max_abs(ref, fn())
+                    checks[(side, b)] = _max_abs(ref_side[side], fn())
                 paths[(side, b)] = fn
             except Exception as exc:   # a path that cannot take this model: say so, time the others
                 res["notes"].append(f"{side} {b}: not available ({type(exc).__name__}: "
@@ -392,17 +409,22 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     return res
 
 
-class _OfficialDense:
-    """The official detector's one-to-one dense predictions, the tensor our deploy view returns."""
+def _official_dense(net):
+    """The official detector's one-to-one dense predictions, the tensor our deploy view returns (a
+    module, so the exporters take it)."""
+    import torch
 
-    def __init__(self, net):
-        self.net = net
+    class OfficialDense(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
 
-    def __call__(self, x):
-        out = self.net(x)
-        if isinstance(out, dict):
-            out = out.get("one2one", out)
-        return out[0] if isinstance(out, (list, tuple)) else out
+        def forward(self, x):
+            out = self.net(x)
+            if isinstance(out, dict):
+                out = out.get("one2one", out)
+            return out[0] if isinstance(out, (list, tuple)) else out
+    return OfficialDense().eval()
 
 
 def _fmt(v, spec=".1f"):
