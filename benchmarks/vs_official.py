@@ -281,9 +281,10 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     ours, task = loaded.model.eval(), loaded.task
     weights = loaded.full_name if loaded.tag else f"{name} (seeded random init: no checkpoint)"
     opts = {"batch_size": 1}
-    # --resolution for models that take any grid, or whose weights here are a random init (a
-    # convolutional SineNet runs on any multiple of 16); trained weights tied to a grid keep it
-    if args_ns.resolution and "detection" not in task.name:
+    # --resolution for models that take any grid, or a convolutional one (SineNet) whose weights
+    # here are a random init; trained weights tied to a grid, and DRIFT-Net (which resamples any
+    # other grid spectrally to its own, so a smaller input is not a smaller network), keep it
+    if args_ns.resolution and "detection" not in task.name and not hasattr(ours, "image_size"):
         if getattr(ours, "native_grid", None) is None or not loaded.tag:
             opts["resolution"] = args_ns.resolution
     if args_ns.imgsz and task.name == "detection":
