@@ -31,6 +31,7 @@ class CountingProxy:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._generation = 0   # bumped by reset(): a response still streaming from before it no longer counts
 
     # the test API -------------------------------------------------------------------------------
     def start(self) -> "CountingProxy":
@@ -88,6 +89,7 @@ class CountingProxy:
             def _send_body(self, data: bytes):
                 cut = None
                 with proxy._lock:
+                    generation = proxy._generation
                     if proxy.drop_after is not None and len(data) > proxy.drop_after:
                         cut, proxy.drop_after = proxy.drop_after, None
                 if cut is not None:
@@ -98,7 +100,8 @@ class CountingProxy:
                     self.wfile.write(data[i:i + step])
                     self.wfile.flush()
                     with proxy._lock:
-                        proxy.body_bytes += len(data[i:i + step])
+                        if proxy._generation == generation:   # a killed client's stream is not the new run's
+                            proxy.body_bytes += len(data[i:i + step])
                     if rate:
                         time.sleep(step / rate)
                 if cut is not None:   # a server dying midway: the connection just ends
@@ -128,6 +131,7 @@ class CountingProxy:
             self.ranges.clear()
             self.body_bytes = 0
             self.drop_after = None
+            self._generation += 1
 
     def count(self) -> int:
         with self._lock:
