@@ -540,9 +540,12 @@ def _evaluate_between_steps(loaded, module, model, test_set, options: dict) -> d
     return _numbers(metrics)
 
 
+_COUNTS = {"samples", "images", "detections", "nodes", "edges"}   # sizes of the eval, not scores
+
+
 def _numbers(metrics: dict) -> dict:
-    """The scalar metrics of an evaluation, without its sample count."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != "samples"}
+    """The scalar metrics of an evaluation, without its counts."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in _COUNTS}
 
 
 def _write_curve(out: Path, curve: list, history: list, name: str, dataset_name) -> str:
