@@ -500,13 +500,12 @@ def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict)
     import torch
 
     from zoo.checkpoint import save_checkpoint
-    from zoo.loading import dataset_for
 
     model.eval()
     metrics, eval_data = {}, None
     if not options.get("no_eval"):
         try:
-            test_set, _ = dataset_for(loaded, dataset_name, args.get("data"), "test", options)
+            test_set = _test_set(args, loaded, dataset_name, options)
             with torch.inference_mode():
                 metrics = loaded.task.evaluate(model, test_set, options)
             eval_data = f"{dataset_name or args.get('data')} {getattr(test_set, 'split', 'test')} split"
@@ -520,6 +519,7 @@ def _finish(args: dict, loaded, model, dataset_name, options: dict, train: dict)
 
 
 def _test_set(args: dict, loaded, dataset_name, options: dict, split: str = "test"):
+    """The run's own data for `split` (the final evaluation and the learning curve read the same set)."""
     from zoo.loading import dataset_for
     return dataset_for(loaded, dataset_name, args.get("data"), split, options)[0]
 
