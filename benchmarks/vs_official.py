@@ -326,9 +326,9 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
     ref_side = {"ours": ref, "official": ref}
     if off_view is not None and name.startswith("mhaf"):
         # the fork decodes boxes to xywh outside its export mode; ours (and its export) give xyxy
-        import torch as _t
-        xy, wh = ref[:, :2], ref[:, 2:4]
-        ref = ref_side["ours"] = _t.cat((xy - wh / 2, xy + wh / 2, ref[:, 4:]), 1)
+        from torchvision.ops import box_convert
+        boxes = box_convert(ref[:, :4].transpose(1, 2), "cxcywh", "xyxy").transpose(1, 2)   # (B, 4, N)
+        ref = ref_side["ours"] = torch.cat((boxes, ref[:, 4:]), 1)
         res["notes"].append("official boxes converted xywh -> xyxy for the check (fp32 rounding: not bit-exact)")
     if off_view is not None:
         err = _max_abs(ref, ref_ours)

@@ -93,3 +93,12 @@ def test_load_caches_the_split_under_zoo_data(monkeypatch, tmp_path):
     assert len(files) == 1 and d["u"].shape == (12, 100)
     again = antiderivative.load("train", seed=3, size=12)
     assert np.array_equal(again["s"], d["s"])
+
+
+def test_the_data_cache_follows_zoo_cache_when_zoo_data_is_unset(monkeypatch, tmp_path):
+    from zoo.data import cache_dir
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache" / "data"
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"

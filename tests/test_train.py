@@ -121,3 +121,12 @@ def test_a_learning_curve_can_measure_the_training_split_too(tmp_path):
     points = json.loads((tmp_path / "c" / "curve.json").read_text())["points"]
     assert [p["step"] for p in points] == [3, 6]
     assert all(p["train_rel_l2"] > 0 and p["train_rel_l2"] != p["rel_l2"] for p in points)
+
+
+@pytest.mark.parametrize("options, needle", [({"eval_every": 5, "no_eval": True}, "no_eval"),
+                                             ({"curve_train": True}, "eval_every=N")])
+def test_curve_options_that_would_do_less_than_asked_are_one_line(tmp_path, options, needle):
+    r = run_zoo("finetune", "deeponet", "--dataset", "antiderivative", "--scratch", "--steps", "2",
+                "--out", str(tmp_path / "run"), *[a for k, v in options.items() for a in ("-o", f"{k}={v}")])
+    assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

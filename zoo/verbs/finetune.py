@@ -71,6 +71,17 @@ def _check_numbers(*, lr, seed, **counts) -> None:
         raise ConfigError(f"--seed must be a whole number in [0, 2^63), not {seed}")
 
 
+def _check_curve_options(opts: dict) -> None:
+    """A learning curve needs evaluations, and its training column needs the curve: a combination
+    that would silently do less than asked is one line instead."""
+    from zoo.errors import ConfigError
+    if opts.get("eval_every") and opts.get("no_eval"):
+        raise ConfigError("-o eval_every needs the evaluations that -o no_eval=true turns off; drop one of them")
+    if opts.get("curve_train") and not opts.get("eval_every"):
+        raise ConfigError("-o curve_train=true measures the training split at each point of the learning curve; "
+                          "add -o eval_every=N")
+
+
 def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = None, data: str | None = None,
              steps: int | None = None, epochs: int | None = None, batch_size: int | None = None,
              lr: float | None = None, seed: int = 0, resume: bool = False, nproc_per_node: int = 1,
@@ -97,6 +108,7 @@ def finetune(name: str, *, dataset: str | None = None, out: str | Path | None = 
     opts = validate(options, schema, f"`zoo finetune` of {task_name} models")
     _check_numbers(steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, accumulate=accumulate,
                    save_every=save_every, nproc_per_node=nproc_per_node)
+    _check_curve_options(opts)
     dev = resolve_device(device)   # an unavailable device fails here, before any data work
     from zoo.training.distributed import Launch
     rendezvous = Launch.of(**(launch or {}))
