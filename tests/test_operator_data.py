@@ -41,6 +41,15 @@ def test_darcy_generator_thresholds_to_12_and_3():
     assert d["sol"].shape == (3, 29, 29) and d["sol"].max() > 0
 
 
+def test_darcy_generation_shows_progress_on_stderr(monkeypatch, capsys):
+    import zoo.progress
+    monkeypatch.setattr(zoo.progress, "PROGRESS_EVERY_S", 0.0)
+    darcy.generate(3, seed=0, resolution=17, subsample=1)
+    assert "solving 3 Darcy problems: 1/3" in capsys.readouterr().err
+    darcy.generate(3, seed=0, resolution=17, subsample=1, show_progress=False)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.fixture()
 def fno_arrays():
     rng = np.random.default_rng(0)

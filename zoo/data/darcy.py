@@ -73,10 +73,13 @@ def solve_darcy(a: np.ndarray, f: float = 1.0) -> np.ndarray:
     return u
 
 
-def generate(n: int, seed: int, resolution: int = 85, subsample: int = 3) -> dict[str, np.ndarray]:
+def generate(n: int, seed: int, resolution: int = 85, subsample: int = 3,
+             show_progress: bool = True) -> dict[str, np.ndarray]:
+    from zoo.progress import progress
+
     rng = np.random.default_rng(seed)
     coeff = grf_coefficient(n, resolution, rng)
-    sol = np.stack([solve_darcy(c) for c in coeff])
+    sol = np.stack([solve_darcy(c) for c in progress(coeff, n, f"solving {n:,} Darcy problems", show_progress)])
     return {"coeff": coeff[:, ::subsample, ::subsample].astype(np.float32),
             "sol": sol[:, ::subsample, ::subsample].astype(np.float32)}
 
