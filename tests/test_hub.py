@@ -167,6 +167,28 @@ def test_push_to_folder_then_pull_verifies_in_place(tmp_path, checkpoint):
     Checkpoint.model_validate(snippet["toy"])
 
 
+def test_push_publishes_the_learning_curve_and_the_card_shows_it(tmp_path, checkpoint):
+    points = [{"step": 5, "rel_l2": 0.5}, {"step": 10, "rel_l2": 0.0123}]
+    (checkpoint / "curve.json").write_text(json.dumps({"model": "tiny-mlp", "points": points}))
+    (checkpoint / "curve.png").write_bytes(b"\x89PNG not really")
+    pushed = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=str(tmp_path / "hubdir"))
+    dest = tmp_path / "hubdir" / "zoo" / "tiny-mlp-toy"
+    assert sorted(pushed["entry"]["files"]) == ["README.md", "config.json", "curve.json", "curve.png",
+                                                "model.safetensors"]
+    assert pushed["skipped"] == [] and (dest / "curve.png").read_bytes() == b"\x89PNG not really"
+    card = (dest / "README.md").read_text()
+    assert "## Learning curve" in card and "![learning curve](curve.png)" in card
+    assert "| 5 | 0.5 |" in card and "| 10 | 0.0123 |" in card
+    got = hub.pull(pushed["entry"]["repo"], pushed["entry"]["revision"], pushed["entry"]["files"],
+                   hub=str(tmp_path / "hubdir"))
+    assert (got / "curve.json").is_file()
+
+    (checkpoint / "curve.json").write_text("my own notes")      # not a curve zoo wrote: one line, nothing published
+    with pytest.raises(CheckpointError, match="curve.json is not a learning curve"):
+        hub.push(checkpoint, "zoo/tiny-mlp-other", hub=str(tmp_path / "hubdir"))
+    assert not (tmp_path / "hubdir" / "zoo" / "tiny-mlp-other").exists()
+
+
 def test_push_replaces_a_repo_atomically(tmp_path, checkpoint):
     target = str(tmp_path / "hubdir")
     first = hub.push(checkpoint, "zoo/tiny-mlp-toy", hub=target)

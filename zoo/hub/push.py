@@ -29,6 +29,9 @@ from zoo.hub.sources import PUBLIC_HUB, check_repo_id, is_url, push_target, reda
 # copied but written anew as the model card. Everything else (training state, pickles, notes, links)
 # stays behind and is reported as skipped.
 REQUIRED = (CONFIG, WEIGHTS)
+# the run's learning curve (`zoo finetune -o eval_every=N`), published beside the weights when the
+# folder has one: the card shows it, so a user sees how the checkpoint got where it is
+CURVE_FILES = ("curve.json", "curve.png")
 MARKER = ".zoo-published"   # written into every repo folder push creates; hidden, so never published
 
 
@@ -51,7 +54,8 @@ def _skipped(folder: Path) -> list[str]:
     ones, without descending into links."""
     out = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name in (CONFIG, WEIGHTS, CARD):
+        if entry.name.startswith(".") or entry.name in (CONFIG, WEIGHTS, CARD) or (
+                entry.name in CURVE_FILES and entry.is_file(follow_symlinks=False)):
             continue
         out.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
     return out
@@ -72,8 +76,19 @@ def _stage(folder: Path, into: Path, repo: str, mark: bool) -> tuple[dict, dict[
     for name in REQUIRED:
         _copy_regular(folder / name, into / name)
     meta = read_config(into)   # the copy that is published, not the source that may change
-    make_model_card({**meta, "repo": repo}).save(str(into / CARD))
-    files = {name: sha256_file(into / name) for name in (CARD, CONFIG, WEIGHTS)}
+    curve_files = [n for n in CURVE_FILES if (folder / n).is_file() and not (folder / n).is_symlink()]
+    for name in curve_files:
+        _copy_regular(folder / name, into / name)
+    extra = {}
+    if "curve.json" in curve_files:
+        try:
+            extra["curve"] = json.loads((into / "curve.json").read_text())["points"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{folder / 'curve.json'} is not a learning curve zoo wrote; move it "
+                                  f"out of the folder to publish the checkpoint") from None
+        extra["curve_png"] = "curve.png" in curve_files
+    make_model_card({**meta, "repo": repo, **extra}).save(str(into / CARD))
+    files = {name: sha256_file(into / name) for name in (CARD, CONFIG, WEIGHTS, *curve_files)}
     if mark:   # folder hubs only: an endpoint keeps its own history
         atomic_write_text(into / MARKER, json.dumps({"repo": repo, "files": sorted(files)}) + "\n")
     return meta, dict(sorted(files.items()))
