@@ -7,14 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
-from zoo import _io
 from zoo._io import atomic_write, sha256_bytes, sha256_file
+from zoo._io import cache_dir as _zoo_cache_dir
 
 
 def cache_dir() -> Path:
     """Where prepared and generated data live: `$ZOO_DATA`, else `data/` in zoo's cache
     (`$ZOO_CACHE`, else `$XDG_CACHE_HOME/zoo`, else `~/.cache/zoo`), so one variable moves all of it."""
-    root = Path(os.environ.get("ZOO_DATA") or _io.cache_dir("data"))
+    root = Path(os.environ.get("ZOO_DATA") or _zoo_cache_dir("data"))
     root.mkdir(parents=True, exist_ok=True)
     return root
 
