@@ -23,6 +23,7 @@ and saves the curve as a PNG (--png).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -71,7 +72,13 @@ def zoo_curve(steps_list, batch_size, lr, target, threads, fused, extra, log) ->
 
 
 def deepxde_curve(data, target, every, max_s, log) -> list[dict] | None:
-    """DeepXDE's antiderivative recipe, timed per segment; None when DeepXDE is not installed."""
+    """DeepXDE's antiderivative recipe, timed per segment; None when DeepXDE is not installed.
+    DeepXDE prints to stdout ("Compiling model..."): that goes to stderr, so --json stays JSON."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return _deepxde_curve(data, target, every, max_s, log)
+
+
+def _deepxde_curve(data, target, every, max_s, log) -> list[dict] | None:
     os.environ.setdefault("DDE_BACKEND", "pytorch")
     try:
         import deepxde as dde
