@@ -62,3 +62,27 @@ def test_site_is_torch_free(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "import time" in r.stderr
     assert not [l for l in r.stderr.splitlines() if l.rstrip().endswith(" torch")]
+
+
+def test_a_checkpoints_published_learning_curve_is_on_its_family_page(tmp_path, monkeypatch):
+    from conftest import ROOT
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    from hubtools import tiny
+    from zoo.verbs.site import build, check_links
+    png = b"\x89PNG a curve"
+    files = {"README.md": "0" * 64, "config.json": "1" * 64, "curve.png": "2" * 64, "model.safetensors": "3" * 64}
+    ck = {"dataset": "toy", "repo": "zoo/tiny-mlp-toy", "revision": "a" * 40, "files": files, "license": "MIT",
+          "made_by": "zoo finetune tiny-mlp --dataset toy -o eval_every=5", "metrics": {"rel_l2": 0.1}}
+    monkeypatch.setenv("ZOO_REGISTRY", str(tiny.write_registry(tmp_path / "registry.yaml", {"toy": ck})))
+    (tmp_path / "hub" / "zoo" / "tiny-mlp-toy").mkdir(parents=True)
+    (tmp_path / "hub" / "zoo" / "tiny-mlp-toy" / "curve.png").write_bytes(png)
+    build(tmp_path / "site")
+    page = (tmp_path / "site" / "families" / "tiny.html").read_text()
+    assert 'src="../assets/curves/zoo-tiny-mlp-toy.png"' in page and "learning curve of" in page
+    assert (tmp_path / "site" / "assets" / "curves" / "zoo-tiny-mlp-toy.png").read_bytes() == png
+    assert check_links(tmp_path / "site") == []
+
+    del files["curve.png"]          # a picture the checkpoint does not pin is never shown
+    monkeypatch.setenv("ZOO_REGISTRY", str(tiny.write_registry(tmp_path / "registry.yaml", {"toy": ck})))
+    build(tmp_path / "site2")
+    assert "learning curve of" not in (tmp_path / "site2" / "families" / "tiny.html").read_text()

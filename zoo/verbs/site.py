@@ -54,6 +54,19 @@ def _hub_card(repo: str) -> str | None:
         return None
 
 
+def _hub_curve(ck) -> Path | None:
+    """The checkpoint's learning-curve picture from the project's hub folder, when its registry
+    entry pins one (so the site never shows a picture the checkpoint did not publish)."""
+    if "curve.png" not in ck.files:
+        return None
+    path = reg.registry_path().parent / "hub" / ck.repo / "curve.png"
+    return path if path.is_file() else None
+
+
+def _curve_asset(ck) -> str:
+    return f"curves/{slug(ck.repo.replace('/', '-'))}.png"
+
+
 def _paper_html(p) -> str:
     parts = [f"<b>{_e(p.title)}</b>"]
     if p.arxiv:
@@ -116,6 +129,10 @@ def family_page(family: str, models: dict) -> str:
             body.append(f"<p>{_e(ck.note)}</p>")
         body.append("<pre>" + _e(f"zoo pull {full}\nzoo eval {full}\nzoo verify {full}\nzoo export {full} "
                                  f"--format onnx") + "</pre>")
+        if _hub_curve(ck):
+            body.append(f'<figure><img src="../assets/{_e(_curve_asset(ck))}" alt="learning curve of {_e(full)}" '
+                        f'style="max-width:100%"><figcaption>learning curve of <code>{_e(full)}</code>, measured '
+                        f"during training (<code>-o eval_every=N</code>)</figcaption></figure>")
         card = _hub_card(ck.repo)
         if card:
             body.append(f"<details><summary>model card</summary><pre>{_e(card)}</pre></details>")
@@ -198,6 +215,11 @@ def build(out: str | Path) -> dict:
         pages.append(atomic_write_text(out / "families" / f"{slug(fam)}.html", family_page(fam, models)))
         for p in _benchmark_plots(fam, models):
             atomic_write_bytes(out / "assets" / p.name, p.read_bytes())
+        for e in models.values():
+            for ck in e.checkpoints.values():
+                curve = _hub_curve(ck)
+                if curve:
+                    atomic_write_bytes(out / "assets" / _curve_asset(ck), curve.read_bytes())
     # a previous build's pages for families that no longer exist would be stale links
     keep = {p.resolve() for p in pages}
     for old in (out / "families").glob("*.html"):
