@@ -118,14 +118,15 @@ def _fmt_data(value: Any) -> str:
     return _fmt(value)
 
 
-def _curve_lines(points, png: bool) -> list[str]:
-    """The learning curve the run measured (`-o eval_every=N`): its picture and its numbers."""
+def _curve_lines(points, plot: str | None) -> list[str]:
+    """The learning curve the run measured (`-o eval_every=N`): its picture (the repo file `plot`)
+    and its numbers."""
     if not points:
         return []
     keys = [k for k in points[-1] if k != "step" and isinstance(points[-1][k], (int, float))]
     lines = ["## Learning curve (measured during training by `zoo finetune -o eval_every=N`)", ""]
-    if png:
-        lines += ["![learning curve](curve.png)", ""]
+    if plot:
+        lines += [f"![learning curve]({plot})", ""]
     lines += ["| step | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {p.get('step')} | " + " | ".join(_fmt(p[k]) if isinstance(p.get(k), (int, float)) else ""
                                                  for k in keys) + " |" for p in points]
@@ -189,7 +190,7 @@ def make_model_card(meta: dict):
                   + (f" on {eval_on}" if eval_on else "") + ")", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
         lines.append("")
-    lines += _curve_lines(meta.get("curve"), meta.get("curve_png"))
+    lines += _curve_lines(meta.get("curve"), meta.get("curve_plot"))
     if entry and entry.reported:
         lines += ["## The paper's numbers (reported by the authors, not measured by us)", "",
                   "| metric | value | dataset | source |", "|---|---|---|---|"]

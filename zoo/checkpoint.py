@@ -18,6 +18,9 @@ from zoo.errors import CheckpointError
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CARD = "README.md"
+# a run's learning curve (`zoo finetune -o eval_every=N`): its points, and their picture
+CURVE = "curve.json"
+CURVE_PLOT = "curve.png"
 
 
 def _config_schema():

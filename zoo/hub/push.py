@@ -20,7 +20,7 @@ from typing import Iterator
 
 from zoo._io import atomic_write_text, sha256_file
 from zoo.card import make_model_card
-from zoo.checkpoint import CARD, CONFIG, WEIGHTS, read_config
+from zoo.checkpoint import CARD, CONFIG, CURVE, CURVE_PLOT, WEIGHTS, read_config
 from zoo.errors import CheckpointError, HubError
 from zoo.hub.revision import folder_revision
 from zoo.hub.sources import PUBLIC_HUB, check_repo_id, is_url, push_target, redact, redact_hf_logs, token_warning
@@ -29,9 +29,6 @@ from zoo.hub.sources import PUBLIC_HUB, check_repo_id, is_url, push_target, reda
 # copied but written anew as the model card. Everything else (training state, pickles, notes, links)
 # stays behind and is reported as skipped.
 REQUIRED = (CONFIG, WEIGHTS)
-# the run's learning curve (`zoo finetune -o eval_every=N`), published beside the weights when the
-# folder has one: the card shows it, so a user sees how the checkpoint got where it is
-CURVE_FILES = ("curve.json", "curve.png")
 MARKER = ".zoo-published"   # written into every repo folder push creates; hidden, so never published
 
 
@@ -49,13 +46,18 @@ def _copy_regular(src: Path, dst: Path) -> None:
             shutil.copyfileobj(fin, fout, 1 << 20)
 
 
+def _curve_files(folder: Path) -> list[str]:
+    """The run's learning curve (`zoo finetune -o eval_every=N`), regular files only: published
+    beside the weights, so the card shows how the checkpoint got where it is."""
+    return [n for n in (CURVE, CURVE_PLOT) if (folder / n).is_file() and not (folder / n).is_symlink()]
+
+
 def _skipped(folder: Path) -> list[str]:
     """What push leaves behind: every entry of the folder except the format's files and hidden
     ones, without descending into links."""
-    out = []
+    out, published = [], {CONFIG, WEIGHTS, CARD, *_curve_files(folder)}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name in (CONFIG, WEIGHTS, CARD) or (
-                entry.name in CURVE_FILES and entry.is_file(follow_symlinks=False)):
+        if entry.name.startswith(".") or entry.name in published:
             continue
         out.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
     return out
@@ -76,17 +78,17 @@ def _stage(folder: Path, into: Path, repo: str, mark: bool) -> tuple[dict, dict[
     for name in REQUIRED:
         _copy_regular(folder / name, into / name)
     meta = read_config(into)   # the copy that is published, not the source that may change
-    curve_files = [n for n in CURVE_FILES if (folder / n).is_file() and not (folder / n).is_symlink()]
+    curve_files = _curve_files(folder)
     for name in curve_files:
         _copy_regular(folder / name, into / name)
     extra = {}
-    if "curve.json" in curve_files:
+    if CURVE in curve_files:
         try:
-            extra["curve"] = json.loads((into / "curve.json").read_text())["points"]
+            extra["curve"] = json.loads((into / CURVE).read_text())["points"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise CheckpointError(f"{folder / 'curve.json'} is not a learning curve zoo wrote; move it "
+            raise CheckpointError(f"{folder / CURVE} is not a learning curve zoo wrote; move it "
                                   f"out of the folder to publish the checkpoint") from None
-        extra["curve_png"] = "curve.png" in curve_files
+        extra["curve_plot"] = CURVE_PLOT if CURVE_PLOT in curve_files else None
     make_model_card({**meta, "repo": repo, **extra}).save(str(into / CARD))
     files = {name: sha256_file(into / name) for name in (CARD, CONFIG, WEIGHTS, *curve_files)}
     if mark:   # folder hubs only: an endpoint keeps its own history

@@ -551,8 +551,9 @@ def _numbers(metrics: dict) -> dict:
 def _write_curve(out: Path, curve: list, history: list, name: str, dataset_name) -> str:
     """curve.json (every evaluation) and curve.png (training loss, and each test metric, by step)."""
     from zoo._io import atomic_write_text, pyplot, save_figure
+    from zoo.checkpoint import CURVE, CURVE_PLOT
 
-    atomic_write_text(out / "curve.json", json.dumps({"model": name, "dataset": dataset_name,
+    atomic_write_text(out / CURVE, json.dumps({"model": name, "dataset": dataset_name,
                                                       "points": curve}, indent=1))
     keys = [k for k in curve[0] if k not in ("step", "loss") and not k.startswith("train_")]
     plt = pyplot()
@@ -568,8 +569,8 @@ def _write_curve(out: Path, curve: list, history: list, name: str, dataset_name)
         ax.set(title=k, xlabel="step")
     fig.suptitle(f"{name} on {dataset_name}")
     fig.tight_layout()
-    save_figure(fig, out / "curve.png")
-    return str(out / "curve.json")
+    save_figure(fig, out / CURVE_PLOT)
+    return str(out / CURVE)
 
 
 def _allreduce_grads(module, world: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import zoo.registry as reg
 from zoo._io import atomic_write_bytes, atomic_write_text
+from zoo.checkpoint import CARD, CURVE_PLOT
 from zoo._version import __version__
 from zoo.errors import ZooError
 
@@ -45,9 +46,14 @@ def _fmt(v) -> str:
     return _e(str(v))
 
 
+def _hub_file(repo: str, name: str) -> Path:
+    """A checkpoint file in the project's hub folder (this checkout's `hub/`)."""
+    return reg.registry_path().parent / "hub" / repo / name
+
+
 def _hub_card(repo: str) -> str | None:
     """The checkpoint's model card from the project's hub folder, where this checkout has one."""
-    path = reg.registry_path().parent / "hub" / repo / "README.md"
+    path = _hub_file(repo, CARD)
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
@@ -57,14 +63,14 @@ def _hub_card(repo: str) -> str | None:
 def _hub_curve(ck) -> Path | None:
     """The checkpoint's learning-curve picture from the project's hub folder, when its registry
     entry pins one (so the site never shows a picture the checkpoint did not publish)."""
-    if "curve.png" not in ck.files:
+    if CURVE_PLOT not in ck.files:
         return None
-    path = reg.registry_path().parent / "hub" / ck.repo / "curve.png"
+    path = _hub_file(ck.repo, CURVE_PLOT)
     return path if path.is_file() else None
 
 
 def _curve_asset(ck) -> str:
-    return f"curves/{slug(ck.repo.replace('/', '-'))}.png"
+    return f"curves/{slug(ck.repo)}.png"   # slug turns the repo's "/" into "-"
 
 
 def _paper_html(p) -> str:
