@@ -217,8 +217,9 @@ def eval_(name: str,
           labels: Optional[str] = typer.Option(None, "--labels", help="segmentation: the label file of --data"),
           nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="shard the set over this many processes "
                                              "(torchrun; the same metrics as one)"),
-          backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, or auto "
-                                      "(the fastest measured here, cached); parity-checked, falls back to eager"),
+          backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, openvino-bf16 "
+                                      "(AMX/AVX512-BF16 CPUs; read its metric), or auto (the fastest fp32 path "
+                                      "measured here, cached); parity-checked, falls back to eager"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Evaluate a checkpoint with the task's standard metrics."""
@@ -240,6 +241,12 @@ def _backend_line(res: dict) -> None:
     if res.get("fallback_reason"):
         line += f"; {res.get('requested')} fell back: {res['fallback_reason']}"
     out.print(line, highlight=False, soft_wrap=True)
+    check = res.get("precision_check")
+    if check:
+        verdict = "within" if check["ok"] else "OUTSIDE"
+        out.print(f"{res['backend']}: {check['metric']} {check['card']:.4g} on the card (fp32) -> {check['now']:.4g} "
+                  f"({check['change']:+.3g}); {verdict} the task's tolerance ({check['allowed']})",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -259,8 +266,9 @@ def predict(name: str, input: Optional[str] = typer.Argument(None, help="an imag
             task_id: Optional[str] = typer.Option(None, "--task-id", help="multi-task: which sub-task's head"),
             pair: Optional[str] = typer.Option(None, "--pair", help="text classification: a second text; prints "
                                                "each preference head's P(second preferred)"),
-            backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, or auto "
-                                        "(the fastest measured here, cached); parity-checked, falls back to eager"),
+            backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, openvino-bf16 "
+                                        "(AMX/AVX512-BF16 CPUs), or auto (the fastest fp32 path measured here, "
+                                        "cached); parity-checked, falls back to eager"),
             device: Optional[str] = DeviceOpt,
             hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Run a checkpoint on one input and draw the result."""
@@ -426,7 +434,7 @@ def bench(name: str,
           resolution: Optional[int] = typer.Option(None, "--resolution"),
           repeats: Optional[int] = typer.Option(None, "--repeats"),
           no_fuse: bool = typer.Option(False, "--no-fuse", help="keep re-parameterisable branches"),
-          backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino or auto; "
+          backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, openvino-bf16 or auto; "
                                       "several with commas (eager,onnxruntime) are timed in one interleaved run"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):

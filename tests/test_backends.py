@@ -177,3 +177,49 @@ def test_cli_eval_onnxruntime_matches_eager():
     assert e["backend"] == "eager" and o["backend"] == "onnxruntime" and o["parity"] < 1e-4
     assert o["metrics"]["rel_l2"] == pytest.approx(e["metrics"]["rel_l2"], rel=1e-3)
     assert o["metrics"]["samples"] == e["metrics"]["samples"]
+
+
+def test_bf16_on_a_cpu_without_it_falls_back_in_one_line(loaded, tmp_path, monkeypatch, capsys):
+    """A bf16 hint on a CPU without bf16 arithmetic would run fp32 in silence: the backend is not offered."""
+    monkeypatch.setattr(backends, "available_backends", lambda: ["eager", "compile", "onnxruntime", "openvino"])
+    monkeypatch.setattr(backends, "openvino_capabilities", lambda: ["FP32", "INT8"])
+    p = backends.prepare(loaded, None, "openvino-bf16", cache_dir=tmp_path)
+    assert p.backend == "eager" and p.detail["requested"] == "openvino-bf16"
+    assert p.fallback_reason == "this CPU has no bf16 arithmetic (OpenVINO CPU capabilities: FP32, INT8)"
+    assert len(_one_line(capsys.readouterr().err)) == 1
+
+
+def test_auto_never_picks_a_reduced_precision(loaded, tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(backends, "available_backends", lambda: ["eager", "onnxruntime", "openvino-bf16"])
+    real_one = backends._one
+    monkeypatch.setattr(backends, "_one", lambda base, b, *a, **k: built.append(b) or real_one(base, b, *a, **k))
+    monkeypatch.setattr(backends, "time_backends", lambda ready, *a, **k: {n: float(i) for i, n in enumerate(ready)})
+    chosen = backends.prepare(loaded, None, "auto", cache_dir=tmp_path, quiet=True)
+    assert built == ["onnxruntime"]
+    assert "reduced precision" in chosen.detail["auto"]["failed"]["openvino-bf16"]
+
+
+def test_a_reduced_precision_metric_is_judged_against_the_card(loaded):
+    from zoo.verbs.evaluate import precision_check
+    import zoo.registry as registry
+    card = registry.load_registry().models["deeponet"].checkpoints["antiderivative"].metrics["rel_l2"]
+    close = precision_check(loaded, "antiderivative", {"rel_l2": card * 1.03})
+    far = precision_check(loaded, "antiderivative", {"rel_l2": card * 1.26})
+    assert close["ok"] and close["card"] == card and abs(close["change"] - 0.03) < 1e-9
+    assert not far["ok"] and "5%" in far["allowed"]
+    assert precision_check(loaded, "darcy", {"rel_l2": card}) is None   # not the card's data: no verdict
+
+
+@pytest.mark.skipif("openvino-bf16" not in backends.available_backends(),
+                    reason="needs the openvino extra and a CPU with bf16 arithmetic (AMX or AVX512-BF16)")
+def test_openvino_bf16_runs_in_bf16_and_reports_the_metric_cost(loaded, cache):
+    fp32 = backends.prepare(loaded, None, "openvino", cache_dir=cache)
+    bf16 = backends.prepare(loaded, None, "openvino-bf16", cache_dir=cache)
+    assert bf16.backend == "openvino-bf16" and bf16.fallback_reason is None
+    # really bf16: far from eager next to fp32 OpenVINO, yet inside bf16's own tolerance
+    assert bf16.parity > 100 * max(fp32.parity, 1e-7)
+    done = run_zoo("eval", "deeponet.antiderivative", "--backend", "openvino-bf16", "--json")
+    res = json.loads(done.stdout)
+    check = res["precision_check"]
+    assert res["backend"] == "openvino-bf16" and check["metric"] == "rel_l2" and check["now"] == res["metrics"]["rel_l2"]
