@@ -17,7 +17,10 @@ apply inside, so the comparison is of the networks. Per backend the table gives 
 ours / official (below 1: zoo is faster), and a last row compares the best path of each side.
 Backends: eager (fused where the model has re-parameterisable branches), onnxruntime (both sides
 exported by the same exporter, sessions with the same settings), openvino where installed, compile
-with --compile (slow to build). Every path's output is checked against the official eager output
+with --compile (slow to build), and openvino-bf16 where asked for (both sides' graphs in bf16, on a
+CPU with bf16 arithmetic). The "best" row compares fp32 paths only; with openvino-bf16 a last row
+sets our bf16 path against the official best fp32 one (a precision change: `zoo eval --backend
+openvino-bf16` says what it costs the metric). Every path's output is checked against the official eager output
 (or ours, without the official code) before timing; "max abs" is that check.
 """
 
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_MODELS = ("mhaf-yolo-n", "mhaf-yolo-s", "drift-net-t", "sinenet-8")
 GOALS = {"mhaf-yolo-n": 0.7, "mhaf-yolo-s": 0.7, "drift-net-t": 0.8, "sinenet-8": 0.8}
+REDUCED = ("openvino-bf16",)   # reduced-precision paths: never in the fp32 "best" row
 
 
 def _find(root: str, rel: str) -> Path:
@@ -238,11 +242,11 @@ def _ort(model, args, task, tmp, name, threads):
     return lambda: sess.run(None, feeds)
 
 
-def _ov(model, args, task, tmp, name, threads):
+def _ov(model, args, task, tmp, name, threads, precision="f32"):
     import openvino as ov
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(_onnx_file(model, args, task, tmp, name))), "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
     req = compiled.create_infer_request()
     feeds = [a.numpy() for a in args]
     return lambda: req.infer(feeds)
@@ -341,12 +345,11 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         Path(onnx_dir).mkdir(parents=True, exist_ok=True)
     sides = [("ours", view)] + ([("official", off_view)] if off_view is not None else [])
     backends = [b for b in args_ns.backends.split(",") if b]
-    if "openvino" in backends:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            backends.remove("openvino")
-            res["notes"].append("openvino: not installed (pip install openvino)")
+    for b in [b for b in backends if b.startswith("openvino")]:
+        from zoo.backends import available_backends
+        if b not in available_backends():
+            backends.remove(b)
+            res["notes"].append(f"{b}: not available here (openvino not installed, or no bf16 arithmetic)")
     if args_ns.compile and "compile" not in backends:
         backends.append("compile")
     checks = {}
@@ -361,8 +364,9 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                     fn = (lambda m=module: m(*inputs))
                 elif b == "onnxruntime":
                     fn = _ort(module, inputs, task, onnx_dir, side, args_ns.threads)
-                elif b == "openvino":
-                    fn = _ov(module, inputs, task, onnx_dir, side, args_ns.threads)
+                elif b in ("openvino", "openvino-bf16"):
+                    fn = _ov(module, inputs, task, onnx_dir, side, args_ns.threads,
+                             "bf16" if b.endswith("bf16") else "f32")
                 else:
                     compiled = torch.compile(module)
                     fn = (lambda m=compiled: m(*inputs))
@@ -392,8 +396,9 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         res["rows"].append({"backend": b + (" (fused)" if b == "eager" and ours_fused is not ours else ""),
                             "ours_ms": o, "official_ms": f, "ratio": (o / f) if o and f else None,
                             "ours_max_abs": checks.get(("ours", b)), "official_max_abs": checks.get(("official", b))})
-    best_o = min(((v, k[1]) for k, v in p50.items() if k[0] == "ours"), default=None)
-    best_f = min(((v, k[1]) for k, v in p50.items() if k[0] == "official"), default=None)
+    fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED}
+    best_o = min(((v, k[1]) for k, v in fp32.items() if k[0] == "ours"), default=None)
+    best_f = min(((v, k[1]) for k, v in fp32.items() if k[0] == "official"), default=None)
     if best_o:
         # the same comparison round by round (both calls a few ms apart, under the same load):
         # the median of these ratios is the figure least moved by other work on a shared machine
@@ -403,6 +408,12 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                             "ours_ms": best_o[0], "official_ms": best_f[0] if best_f else None,
                             "ratio": best_o[0] / best_f[0] if best_f else None, "paired_ratio": paired,
                             "goal": GOALS.get(name)})
+    for b in REDUCED:
+        if ("ours", b) in p50 and best_f:
+            paired = statistics.median(o / f for o, f in zip(times[("ours", b)], times[("official", best_f[1])]))
+            res["rows"].append({"backend": f"ours {b} vs official best fp32 ({best_f[1]})", "ours_ms": p50[("ours", b)],
+                                "official_ms": best_f[0], "ratio": p50[("ours", b)] / best_f[0],
+                                "paired_ratio": paired, "precision": "bf16 vs fp32"})
     res["spread_ms"] = {f"{k[0]} {k[1]}": [round(statistics.quantiles(v, n=10)[0] * 1e3, 1),
                                            round(statistics.quantiles(v, n=10)[-1] * 1e3, 1)]
                         for k, v in times.items() if len(v) >= 2}
@@ -444,7 +455,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--resolution", type=int, default=None, help="grid of the PDE models' input (default: native)")
     ap.add_argument("--imgsz", type=int, default=640, help="detector input size")
     ap.add_argument("--backends", default="eager,onnxruntime,openvino",
-                    help="comma-separated: eager, onnxruntime, openvino, compile")
+                    help="comma-separated: eager, onnxruntime, openvino, openvino-bf16, compile")
     ap.add_argument("--skip", default="", help="side:backend pairs not to build, e.g. official:onnxruntime")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
     ap.add_argument("--onnx-dir", metavar="DIR", help="keep each side's ONNX export here and reuse it next run")
