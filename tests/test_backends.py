@@ -223,3 +223,28 @@ def test_openvino_bf16_runs_in_bf16_and_reports_the_metric_cost(loaded, cache):
     res = json.loads(done.stdout)
     check = res["precision_check"]
     assert res["backend"] == "openvino-bf16" and check["metric"] == "rel_l2" and check["now"] == res["metrics"]["rel_l2"]
+
+
+def test_a_graph_that_ignores_the_batch_size_falls_back(loaded, cache, monkeypatch, capsys):
+    """A runtime that folded the example's batch size into its graph answers the example right and
+    any other batch wrong: parity is also checked on a batch one larger."""
+    first = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache, quiet=True)
+    n = backends.Reference(loaded, None, {}, True).args[0].shape[0]
+    real = backends._OrtRunner.__call__
+    monkeypatch.setattr(backends._OrtRunner, "__call__", lambda self, *a: real(self, *[t[:n] for t in a]))
+    p = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    assert first.backend == "onnxruntime" and p.backend == "eager"
+    assert f"at batch {n + 1}" in p.fallback_reason
+
+
+def test_a_call_that_leaves_an_input_to_its_default_runs_eager(capsys):
+    """OpenVINO fills an input a call leaves out with the previous call's tensor: such a call never
+    reaches the graph."""
+    calls = []
+    runner = backends._Structured(lambda *a: calls.append(a) or [a[0] * 2], torch.zeros(1), lambda *a: a[0] + 1,
+                                  "backend test", n_inputs=2)
+    x = torch.ones(3)
+    assert torch.equal(runner(x, x), x * 2) and len(calls) == 1
+    assert torch.equal(runner(x), x + 1) and len(calls) == 1
+    assert "called with 1 inputs, the graph takes 2" in runner.failed
+    assert capsys.readouterr().err.count("running eager from here") == 1

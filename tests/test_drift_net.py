@@ -152,3 +152,17 @@ def test_onnx_export_carries_the_complex_spectral_path(tmp_path):
     with torch.no_grad():
         ref = m(x3, t3).numpy()
     assert np.abs(got - ref).max() < 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_step_passes_the_lead_time_so_a_backend_runs_its_graph(capsys):
+    """The task steps DRIFT-Net with one tensor; the graph of its example input takes two. step()
+    passes the lead time itself, so an onnxruntime stand-in runs every step (no eager hand-over)."""
+    import zoo.backends as backends
+    m = small().eval()
+    p = backends.prepare(m, "pde-rollout", "onnxruntime", quiet=True)
+    assert p.backend == "onnxruntime", p.fallback_reason
+    hist = torch.randn(3, 2, 2, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(p.step(hist), m.step(hist), atol=1e-5, rtol=1e-4)
+    assert p.summary().get("ran_eager_after") is None
+    assert "running eager" not in capsys.readouterr().err

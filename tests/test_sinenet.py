@@ -98,3 +98,24 @@ def test_bad_config():
         sinenet(8, padding="reflect")
     with pytest.raises(UnknownNameError):
         sinenet(5)
+
+
+def test_circular_padding_exports_without_onnx_wrap_pad(tmp_path):
+    """torch writes circular padding as ONNX Pad(mode="wrap"), which OpenVINO's reader refuses: the
+    export graph pads with slices and concats instead, and computes the same thing."""
+    import onnx
+
+    from zoo.backends import _OrtRunner, write_onnx
+    from zoo.tasks import get_task
+    m = tiny("circular")
+    x = torch.randn(2, 3, 1, 32, 32)
+    path = tmp_path / "s.onnx"
+    write_onnx(m, (x,), path, get_task("pde-rollout"))
+    pads = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Pad"]
+    modes = [a.s.decode() for n in pads for a in n.attribute if a.name == "mode"]
+    assert "wrap" not in modes
+    x3 = torch.randn(3, 3, 1, 32, 32)
+    with torch.no_grad():
+        want = m(x3)
+    got = _OrtRunner(path)(x3)[0]
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)

@@ -261,8 +261,10 @@ class Prepared(nn.Module):
 
     def summary(self) -> dict:
         """What a verb's JSON reports: backend, parity and why it fell back (if it did)."""
+        ran_eager = getattr(self.__dict__.get("_zoo_runner"), "failed", None)
         return {"backend": self.backend, "parity": self.parity,
                 **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {}),
+                **({"ran_eager_after": ran_eager} if ran_eager else {}),
                 **{k: v for k, v in self.detail.items() if k in ("topk", "build_seconds", "auto", "requested")}}
 
 
@@ -393,7 +395,8 @@ class Reference:
     # ---- the backends ----------------------------------------------------------------------------
     def onnx_file(self, cache_dir) -> Path:
         shapes = "_".join("x".join(map(str, a.shape)) for a in self.args)
-        key = hashlib.sha256(f"{self.name}|{self.sha}|{shapes}|{torch.__version__}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{self.name}|{self.sha}|{shapes}|{torch.__version__}|{_source_sha(self.view)}"
+                             .encode()).hexdigest()[:16]
         stem = "".join(c if c.isalnum() or c in "-._" else "_" for c in self.name)[-80:]
         path = cache_root(cache_dir) / "onnx" / f"{stem}-{key}-{shapes}.onnx"
         if not path.is_file():
@@ -425,6 +428,21 @@ class Reference:
         detail["build_seconds"] = round(time.perf_counter() - t0, 2)
         return runner, {**detail, "got": got}
 
+    def _check_other_batch(self, runner: Callable, atol: float, rtol: float) -> None:
+        """The same parity on a batch one larger: a runtime that folded the example's batch size into
+        its graph (OpenVINO did, on DRIFT-Net's) would otherwise return the wrong number of samples."""
+        args = _with_one_more(self.args, self.task.dynamic_axes(self.args))
+        if all(a is b for a, b in zip(args, self.args)):
+            return
+        with torch.inference_mode():
+            ref = flatten_outputs(getattr(self.view, "forward")(*args))
+        try:
+            abs_err, _, scale = output_errors(ref, runner(*args))
+        except ExportError as exc:
+            raise ExportError(f"at batch {args[0].shape[0]}: {exc}") from None
+        if abs_err > atol + rtol * scale:
+            raise ExportError(f"output drifts from eager at batch {args[0].shape[0]}: max abs error {abs_err:.3g}")
+
     def check(self, backend: str, runner: Callable, got: list, detail: dict) -> Prepared:
         """Parity against eager (raw outputs, then a detector's top-k) within the backend's
         tolerance (fp32's, or its own for a reduced precision); ExportError when it drifts."""
@@ -432,8 +450,9 @@ class Reference:
         abs_err, rel_err, scale = output_errors(self.ref, got)
         if abs_err > atol + rtol * scale:
             raise ExportError(f"output drifts from eager: max abs error {abs_err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
+        self._check_other_batch(runner, atol, rtol)
         prepared = Prepared(self.model, backend, _Structured(runner, self.ref_out, getattr(self.model, self.method),
-                                                             f"backend {backend} for {self.name}"),
+                                                             f"backend {backend} for {self.name}", len(self.args)),
                             self.method, parity=abs_err, detail=detail)
         if callable(getattr(type(self.model), "detect", None)) and "detect" in _protocol_members(self.task):
             with torch.inference_mode():
@@ -443,6 +462,22 @@ class Reference:
             if not top["ok"]:
                 raise ExportError(top["why"])
         return prepared
+
+
+def _source_sha(module: nn.Module) -> str:
+    """sha256 of the files that define the module's classes (the model file, its layers): a cached
+    export is rebuilt when the code that writes the graph changes, not only the weights."""
+    h = hashlib.sha256()
+    for path in sorted({inspect.getsourcefile(type(m)) or "" for m in module.modules()}):
+        if path and "site-packages" not in path and Path(path).is_file():
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _with_one_more(args: tuple, axes: list[dict]) -> tuple:
+    """The example input with its first sample repeated at the end, on every input whose batch axis is dynamic."""
+    return tuple(torch.cat([a, a[:1]]) if isinstance(a, torch.Tensor) and 0 in spec else a
+                 for a, spec in zip(args, axes))
 
 
 class _Tensors:
@@ -463,19 +498,25 @@ class _Structured:
     input the backend cannot take (a shape its graph was not exported for) runs eager from then on,
     said once in one line."""
 
-    def __init__(self, runner, ref_out, eager: Callable, label: str):
+    def __init__(self, runner, ref_out, eager: Callable, label: str, n_inputs: int | None = None):
         self.runner, self.ref_out, self.eager, self.label = runner, ref_out, eager, label
+        self.n_inputs = n_inputs
         self.failed: str | None = None
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         if self.failed is None:
             try:
+                if kwargs or (self.n_inputs is not None and len(args) != self.n_inputs):
+                    # a call that leaves an input to the model's default (or names it) is not the
+                    # graph's call: OpenVINO would silently reuse the previous call's tensor there
+                    raise ExportError(f"called with {len(args)} inputs{' and keywords' if kwargs else ''}, "
+                                      f"the graph takes {self.n_inputs}")
                 return _rebuild(self.ref_out, self.runner(*args))
             except Exception as exc:   # never a traceback mid-evaluation: eager gives the same answer
                 self.failed = " ".join(str(exc).split())[:200] or type(exc).__name__
                 _say(f"{self.label}: input {[tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]} "
                      f"failed on the backend ({self.failed}); running eager from here")
-        return self.eager(*args)
+        return self.eager(*args, **kwargs)
 
     def __deepcopy__(self, memo):
         return self
@@ -495,7 +536,7 @@ def from_file(loaded, path: str | Path, runtime: str = "onnxruntime", *, options
     runner = (_OrtRunner if runtime == "onnxruntime" else _OpenVinoRunner)(Path(path))
     abs_err, _, _ = output_errors(base.ref, runner(*base.args))
     return Prepared(base.model, runtime, _Structured(runner, base.ref_out, getattr(base.model, base.method),
-                                                     f"{runtime} {Path(path).name}"),
+                                                     f"{runtime} {Path(path).name}", len(base.args)),
                     base.method, parity=abs_err, detail={"onnx": str(path)})
 
 

@@ -406,8 +406,11 @@ class DriftNet(FieldStats):
             raise DataError(f"{source}: the grid is {n}x{n}; spectral resampling needs an even size")
 
     def step(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) frames -> next frame (B, C, H, W); DRIFT-Net reads the last frame only."""
-        return self(history[:, -1])
+        """(B, T, C, H, W) frames -> next frame (B, C, H, W); DRIFT-Net reads the last frame only.
+        The lead time is passed, not left to forward's default: an inference backend runs the graph
+        of the example input, which takes both."""
+        x = history[:, -1]
+        return self(x, torch.full((x.shape[0],), self.lead_time, device=x.device, dtype=x.dtype))
 
     def example_input(self, batch: int = 2, resolution: int | None = None):
         n = resolution or self.image_size

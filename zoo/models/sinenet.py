@@ -46,13 +46,32 @@ INS_MEAN = [0.7171192169189453, -5.4855921888252723e-11, -3.2108783187823065e-08
 INS_STD = [0.4428091049194336, 0.4393102824687958, 0.508793294429779]
 
 
+def _exporting() -> bool:
+    """Inside torch.onnx.export / torch.export / torch.jit tracing: graphs for other runtimes."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
+class PaddedConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters, same eager arithmetic) whose circular padding goes into an exported
+    graph as slices and concats: torch writes it as ONNX Pad(mode="wrap"), which OpenVINO's ONNX
+    reader refuses, so a circular SineNet could not run there."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "circular" or not _exporting():
+            return super()._conv_forward(input, weight, bias)
+        ph, pw = self.padding
+        x = torch.cat([input[..., -ph:, :], input, input[..., :ph, :]], dim=-2) if ph else input
+        x = torch.cat([x[..., -pw:], x, x[..., :pw]], dim=-1) if pw else x
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
 class ConvBlock(nn.Module):
     """[3x3 conv -> GroupNorm(groups) -> GELU] twice."""
 
     def __init__(self, c_in: int, c_out: int, padding_mode: str, groups: int = 1, norm: bool = True):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=padding_mode)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, padding_mode=padding_mode)
+        self.conv1 = PaddedConv2d(c_in, c_out, 3, padding=1, padding_mode=padding_mode)
+        self.conv2 = PaddedConv2d(c_out, c_out, 3, padding=1, padding_mode=padding_mode)
         self.norm1 = nn.GroupNorm(groups, c_out) if norm else nn.Identity()
         self.norm2 = nn.GroupNorm(groups, c_out) if norm else nn.Identity()
 
@@ -84,11 +103,6 @@ class DownLevel(nn.Module):
             h = block(h) + (self.shortcut(residual) if i == 0 else residual)
             residual = h
         return lifted, h
-
-
-def _exporting() -> bool:
-    """Inside torch.onnx.export / torch.export / torch.jit tracing: graphs for other runtimes."""
-    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
 def _bicubic_x2_matrix(n: int, circular: bool, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -194,9 +208,9 @@ class SineNet(FieldStats):
         self.num_fields, self.time_history, self.time_future = fields, time_history, time_future
         self.resolution = resolution  # the grid it was trained on (None: any multiple of 16)
         self.wave_residual = wave_residual
-        self.lift = nn.Conv2d(time_history * fields, hidden, 3, padding=1, padding_mode=padding)
+        self.lift = PaddedConv2d(time_history * fields, hidden, 3, padding=1, padding_mode=padding)
         self.waves = nn.ModuleList([Wave(hidden, mult, padding, blocks, disentangle) for _ in range(waves)])
-        self.project = nn.Conv2d(hidden, time_future * fields, 3, padding=1, padding_mode=padding)
+        self.project = PaddedConv2d(hidden, time_future * fields, 3, padding=1, padding_mode=padding)
         self.init_field_stats(fields, field_mean, field_std, ndim=5, axis=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoo.backends import REDUCED_PRECISION
+from zoo.backends import REDUCED_PRECISION, Prepared
 from zoo.loading import dataset_for, is_checkpoint_dir, load, options_for
 
 
@@ -27,6 +27,8 @@ def evaluate(name: str, *, dataset: str | None = None, data: str | None = None, 
     model, run = for_verb(loaded, backend, opts)
     with torch.inference_mode():
         metrics = loaded.task.evaluate(model, ds, opts)
+    if isinstance(model, Prepared):   # a backend that had to hand a call to eager mid-run says so
+        run = model.summary()
     if run.get("backend") in REDUCED_PRECISION and data is None and not options:
         run["precision_check"] = precision_check(loaded, dataset, metrics)
     # the split the data really holds (a set without a test split says so itself)
