@@ -429,8 +429,9 @@ class Reference:
         return runner, {**detail, "got": got}
 
     def _check_other_batch(self, runner: Callable, atol: float, rtol: float) -> None:
-        """The same parity on a batch one larger: a runtime that folded the example's batch size into
-        its graph (OpenVINO did, on DRIFT-Net's) would otherwise return the wrong number of samples."""
+        """The same parity on a batch one larger: a graph that fixed the example's batch size somewhere
+        (a reshape traced with a constant, an input held over from an earlier call) answers the
+        example right and any other batch wrong."""
         args = _with_one_more(self.args, self.task.dynamic_axes(self.args))
         if all(a is b for a, b in zip(args, self.args)):
             return
@@ -450,7 +451,8 @@ class Reference:
         abs_err, rel_err, scale = output_errors(self.ref, got)
         if abs_err > atol + rtol * scale:
             raise ExportError(f"output drifts from eager: max abs error {abs_err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
-        self._check_other_batch(runner, atol, rtol)
+        if backend != "compile":   # torch.compile guards shapes itself; a second shape would recompile
+            self._check_other_batch(runner, atol, rtol)
         prepared = Prepared(self.model, backend, _Structured(runner, self.ref_out, getattr(self.model, self.method),
                                                              f"backend {backend} for {self.name}", len(self.args)),
                             self.method, parity=abs_err, detail=detail)
