@@ -436,13 +436,15 @@ def bench(name: str,
           no_fuse: bool = typer.Option(False, "--no-fuse", help="keep re-parameterisable branches"),
           backend: str = typer.Option("eager", "--backend", help="eager, compile, onnxruntime, openvino, openvino-bf16 or auto; "
                                       "several with commas (eager,onnxruntime) are timed in one interleaved run"),
+          refresh_peak: bool = typer.Option(False, "--refresh-peak", help="measure this machine's peak FLOP rate "
+                                            "again (it is cached after the first run; a busy machine gives a low one)"),
           device: Optional[str] = DeviceOpt,
           hub: Optional[str] = HubOpt, as_json: bool = JsonOpt, option: Optional[List[str]] = OptionList):
     """Params, FLOPs, latency p50/p90, throughput, peak memory and the fraction of this machine's peak
     FLOP rate, per backend (and ratios with --compare)."""
     with _working(f"benchmarking {name}" + (f" against {compare}" if compare else "") + " ..."):
         res = api.bench(name, compare=compare, train=train, hub=hub, device=device, fuse=not no_fuse,
-                        backend=backend,
+                        backend=backend, refresh_peak=refresh_peak,
                         **_options(option, batch_size=batch_size, imgsz=imgsz, resolution=resolution,
                                    repeats=repeats))
     if as_json:

@@ -32,6 +32,23 @@ def test_bench_json_has_the_fraction_of_peak(cache_env):
     assert again["machine"]["cached"] and again["machine"]["peak_gflops_per_s"] == peak
 
 
+def test_refresh_peak_measures_again(tmp_path):
+    """A peak measured on a busy machine would stay low for ever: --refresh-peak replaces it."""
+    env = {"ZOO_CACHE": str(tmp_path)}
+    peak_file = tmp_path / "machine" / "peak_flops.json"
+    assert run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", "--json", env=env).returncode == 0
+    table = json.loads(peak_file.read_text())
+    key = next(iter(table))
+    table[key]["flops"] = 1.0   # a nonsense yardstick, as from a measurement under heavy load
+    peak_file.write_text(json.dumps(table))
+    stale = json.loads(run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", "--json", env=env).stdout)
+    assert stale["machine"]["cached"] and stale["machine"]["peak_gflops_per_s"] == 1e-9
+    fresh = json.loads(run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", "--refresh-peak", "--json",
+                               env=env).stdout)
+    assert not fresh["machine"]["cached"] and fresh["machine"]["peak_gflops_per_s"] > 0.1
+    assert json.loads(peak_file.read_text())[key]["flops"] > 1e8
+
+
 def test_bench_table_names_the_yardstick(cache_env):
     done = run_zoo("bench", "deeponet.antiderivative", "--repeats", "2", env=cache_env)
     assert done.returncode == 0, done.stderr

@@ -140,13 +140,14 @@ def export(name: str, format: str = "onnx", *, out: str | Path | None = None, fu
 
 
 def bench(name: str, *, compare: str | None = None, train: bool = False, hub: str | None = None,
-          device: str | None = None, fuse: bool = True, backend: str | list[str] = "eager", **options) -> dict:
+          device: str | None = None, fuse: bool = True, backend: str | list[str] = "eager", refresh_peak: bool = False,
+          **options) -> dict:
     """Params, FLOPs, latency, throughput, peak memory and the fraction of the machine's peak FLOP
     rate, per backend (`"eager,onnxruntime"` or a list: all in one interleaved run), and ratios
-    against `compare`."""
+    against `compare`; `refresh_peak` measures the machine's peak again instead of reading the cache."""
     from zoo.verbs.bench import bench as _bench
     return _bench(name, compare=compare, train=train, hub=hub, device=device, fuse=fuse, options=options,
-                  backend=backend)
+                  backend=backend, refresh_peak=refresh_peak)
 
 
 def verify(name: str | None = None, *, all: bool = False, hub: str | None = None, device: str | None = None,

@@ -192,6 +192,9 @@ class _Subject:
                     self.notes.append(f"{backend} fell back to eager: {prepared.fallback_reason}")
                 elif backend == "auto":
                     self.notes.append(f"auto picked {prepared.backend}")
+                if prepared.backend in backends.REDUCED_PRECISION:
+                    self.notes.append(f"{prepared.backend}: bf16 arithmetic, so its fraction is of the fp32 GEMM "
+                                      "peak (the CPU's bf16 peak is higher); `zoo eval` gives its metric")
 
     def _open_train_set(self, options):
         """The training set the fine-tune loop would read; without one, the example batch alone."""
@@ -263,7 +266,7 @@ def backend_list(backend) -> list[str]:
 
 
 def bench(name: str, *, compare: str | None = None, train: bool = False, hub=None, device: str | None = None,
-          fuse: bool = True, options: dict | None = None, backend="eager") -> dict:
+          fuse: bool = True, options: dict | None = None, backend="eager", refresh_peak: bool = False) -> dict:
     import torch
 
     from zoo.loading import resolve_device
@@ -292,7 +295,7 @@ def bench(name: str, *, compare: str | None = None, train: bool = False, hub=Non
             sync()
             times[i].append(time.perf_counter() - t0)
     import zoo.machine as machine
-    peak = machine.peak_flops(dev)
+    peak = machine.peak_flops(dev, refresh=refresh_peak)
     results = []
     for s, ts in zip(subjects, times):
         ts = sorted(ts)
