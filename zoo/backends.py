@@ -101,7 +101,7 @@ def output_errors(ref: list, got: list) -> tuple[float, float, float]:
 
 
 def topk_parity(ref: torch.Tensor, got: torch.Tensor, k: int = TOPK_CHECK, score_tol: float = TOPK_SCORE_TOL,
-                min_iou_allowed: float = TOPK_IOU) -> dict:
+                min_iou_allowed: float = TOPK_IOU, tie: float | None = None) -> dict:
     """Compare two (B, n, 6) [x1, y1, x2, y2, score, label] detection sets, best first: the sorted
     scores must agree, and each of the top `k` reference boxes whose score is clear of its
     neighbours (near-equal scores may swap places across runtimes) must have a box of the same
@@ -119,7 +119,7 @@ def topk_parity(ref: torch.Tensor, got: torch.Tensor, k: int = TOPK_CHECK, score
         for i in range(n):
             s = float(r[i, 4])
             gaps = [abs(s - float(r[j, 4])) for j in (i - 1, i + 1) if 0 <= j < len(r)]
-            if gaps and min(gaps) <= 2 * score_tol:
+            if gaps and min(gaps) <= (2 * score_tol if tie is None else tie):
                 continue   # a near tie: its rank is not defined across runtimes
             cand = g[:2 * k]
             cand = cand[cand[:, 5] == r[i, 5]]
@@ -459,7 +459,9 @@ class Reference:
         if callable(getattr(type(self.model), "detect", None)) and "detect" in _protocol_members(self.task):
             with torch.inference_mode():
                 ref_k, got_k = self.model.detect(*self.args), prepared.detect(*self.args)
-            top = topk_parity(ref_k, got_k, score_tol=score_tol, min_iou_allowed=iou)
+            # a reduced precision moves scores more, yet a box it keeps still lands among the backend's
+            # top 2k: the near-tie window stays fp32's, so the IoU check covers the boxes that matter
+            top = topk_parity(ref_k, got_k, score_tol=score_tol, min_iou_allowed=iou, tie=2 * TOPK_SCORE_TOL)
             prepared.detail["topk"] = {k: v for k, v in top.items() if k != "why"}
             if not top["ok"]:
                 raise ExportError(top["why"])
