@@ -435,8 +435,11 @@ class Reference:
         args = _with_one_more(self.args, self.task.dynamic_axes(self.args))
         if all(a is b for a, b in zip(args, self.args)):
             return
-        with torch.inference_mode():
-            ref = flatten_outputs(getattr(self.view, "forward")(*args))
+        try:
+            with torch.inference_mode():
+                ref = flatten_outputs(self.view(*args))
+        except Exception:   # inputs whose first axis is not a batch (a graph's edge list): no second check
+            return
         try:
             abs_err, _, scale = output_errors(ref, runner(*args))
         except ExportError as exc:
