@@ -42,9 +42,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from zoo.backends import OPENVINO_PRECISION, REDUCED_PRECISION, available_backends  # noqa: E402
+
 DEFAULT_MODELS = ("mhaf-yolo-n", "mhaf-yolo-s", "drift-net-t", "sinenet-8")
 GOALS = {"mhaf-yolo-n": 0.7, "mhaf-yolo-s": 0.7, "drift-net-t": 0.8, "sinenet-8": 0.8}
-REDUCED = ("openvino-bf16",)   # reduced-precision paths: never in the fp32 "best" row
 
 
 def _find(root: str, rel: str) -> Path:
@@ -345,8 +346,7 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         Path(onnx_dir).mkdir(parents=True, exist_ok=True)
     sides = [("ours", view)] + ([("official", off_view)] if off_view is not None else [])
     backends = [b for b in args_ns.backends.split(",") if b]
-    for b in [b for b in backends if b.startswith("openvino")]:
-        from zoo.backends import available_backends
+    for b in [b for b in backends if b in OPENVINO_PRECISION]:
         if b not in available_backends():
             backends.remove(b)
             res["notes"].append(f"{b}: not available here (openvino not installed, or no bf16 arithmetic)")
@@ -364,9 +364,8 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                     fn = (lambda m=module: m(*inputs))
                 elif b == "onnxruntime":
                     fn = _ort(module, inputs, task, onnx_dir, side, args_ns.threads)
-                elif b in ("openvino", "openvino-bf16"):
-                    fn = _ov(module, inputs, task, onnx_dir, side, args_ns.threads,
-                             "bf16" if b.endswith("bf16") else "f32")
+                elif b in OPENVINO_PRECISION:
+                    fn = _ov(module, inputs, task, onnx_dir, side, args_ns.threads, OPENVINO_PRECISION[b])
                 else:
                     compiled = torch.compile(module)
                     fn = (lambda m=compiled: m(*inputs))
@@ -396,7 +395,7 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         res["rows"].append({"backend": b + (" (fused)" if b == "eager" and ours_fused is not ours else ""),
                             "ours_ms": o, "official_ms": f, "ratio": (o / f) if o and f else None,
                             "ours_max_abs": checks.get(("ours", b)), "official_max_abs": checks.get(("official", b))})
-    fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED}
+    fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED_PRECISION}   # the "best" row is fp32 only
     best_o = min(((v, k[1]) for k, v in fp32.items() if k[0] == "ours"), default=None)
     best_f = min(((v, k[1]) for k, v in fp32.items() if k[0] == "official"), default=None)
     if best_o:
@@ -408,7 +407,7 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                             "ours_ms": best_o[0], "official_ms": best_f[0] if best_f else None,
                             "ratio": best_o[0] / best_f[0] if best_f else None, "paired_ratio": paired,
                             "goal": GOALS.get(name)})
-    for b in REDUCED:
+    for b in REDUCED_PRECISION:
         if ("ours", b) in p50 and best_f:
             paired = statistics.median(o / f for o, f in zip(times[("ours", b)], times[("official", best_f[1])]))
             res["rows"].append({"backend": f"ours {b} vs official best fp32 ({best_f[1]})", "ours_ms": p50[("ours", b)],

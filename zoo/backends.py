@@ -18,6 +18,7 @@ fastest that passes parity; the choice is cached per model and machine.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -49,6 +50,8 @@ TOPK_SCORE_TOL, TOPK_IOU, TOPK_CHECK = 1e-3, 0.98, 20
 #: the backend (`zoo eval --backend openvino-bf16`) is what tells whether the precision is enough.
 #: `auto` never picks one unless it is named in its candidates.
 REDUCED_PRECISION = {"openvino-bf16": (1e-2, 3e-2, 3e-2, 0.9)}
+#: the INFERENCE_PRECISION_HINT each OpenVINO backend compiles with
+OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +288,7 @@ def available_backends() -> list[str]:
     return out
 
 
+@functools.cache
 def openvino_capabilities() -> list[str]:
     """What OpenVINO's CPU plugin says this processor can compute (BF16 where it has AVX512-BF16 or
     AMX; without them a bf16 hint would silently run fp32, so the backend is not offered)."""
@@ -417,10 +421,10 @@ class Reference:
             runner = _Tensors(torch.compile(self.view))
             with torch.inference_mode():
                 got = runner(*self.args)   # the compile happens here, once
-        elif backend in ("onnxruntime", "openvino", "openvino-bf16"):
+        elif backend == "onnxruntime" or backend in OPENVINO_PRECISION:
             path = self.onnx_file(cache_dir)
             runner = (_OrtRunner(path) if backend == "onnxruntime"
-                      else _OpenVinoRunner(path, precision="bf16" if backend == "openvino-bf16" else "f32"))
+                      else _OpenVinoRunner(path, precision=OPENVINO_PRECISION[backend]))
             got = runner(*self.args)
             detail["onnx"] = str(path)
         else:
