@@ -316,3 +316,12 @@ def test_a_failed_torchrun_is_reported_by_its_first_worker_error():
     assert failure_line(report, 1) == "distributed run failed (exit 1): [rank0]: RuntimeError: Gloo connect failed"
     assert failure_line("noise\nzoo: the training set is empty\n" + "=" * 60, 1) == "the training set is empty"
     assert failure_line("=" * 60 + "\n", 3) == "distributed run failed (exit 3): "
+
+
+def test_a_worker_ends_with_its_code_and_its_output_flushed():
+    """Workers leave through os._exit (gloo's teardown can abort a finished worker); what they
+    printed before that must still arrive, and the exit code must be theirs."""
+    code = "from zoo.training.loop import exit_worker; import sys; print('out', end=''); " \
+           "print('err', end='', file=sys.stderr); exit_worker(3)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), text=True, capture_output=True)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out", "err")

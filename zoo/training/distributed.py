@@ -215,4 +215,5 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    from zoo.training.loop import exit_worker
+    exit_worker(_main(sys.argv[1:]))

@@ -674,5 +674,15 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
+def exit_worker(code: int) -> None:
+    """End a torchrun worker without the interpreter's teardown. gloo's threads can still hold
+    work objects then, and freeing them after Python is gone aborts the process (SIGABRT,
+    "terminate called without an active exception"). That turned a finished run into a failed
+    one at random. Everything the worker writes is written and flushed before this."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    exit_worker(_main(sys.argv[1:]))
