@@ -244,13 +244,10 @@ def _ort(model, args, task, tmp, name, threads):
 
 
 def _ov(model, args, task, tmp, name, threads, precision="f32"):
-    import openvino as ov
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(_onnx_file(model, args, task, tmp, name))), "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
-    req = compiled.create_infer_request()
-    feeds = [a.numpy() for a in args]
-    return lambda: req.infer(feeds)
+    # zoo's own OpenVINO runner for both sides: the same compile settings and shape handling
+    from zoo.backends import _OpenVinoRunner
+    runner = _OpenVinoRunner(_onnx_file(model, args, task, tmp, name), threads, precision)
+    return lambda: runner(*args)
 
 
 def _flat(out):

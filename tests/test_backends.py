@@ -248,3 +248,64 @@ def test_a_call_that_leaves_an_input_to_its_default_runs_eager(capsys):
     assert torch.equal(runner(x), x + 1) and len(calls) == 1
     assert "called with 1 inputs, the graph takes 2" in runner.failed
     assert capsys.readouterr().err.count("running eager from here") == 1
+
+
+@pytest.mark.skipif("openvino" not in backends.available_backends(), reason="needs the openvino extra")
+def test_openvino_compiles_each_input_shape_static_and_agrees_with_its_dynamic_graph(loaded, cache):
+    """Static compiles (faster) per set of input shapes, up to STATIC_SHAPES of them; a shape past
+    those runs the dynamic compile; every one gives the dynamic graph's numbers."""
+    p = backends.prepare(loaded, None, "openvino", cache_dir=cache, quiet=True)
+    runner = backends._OpenVinoRunner(Path(p.detail["onnx"]))
+    dynamic = backends._OpenVinoRunner(runner.path)
+    dynamic.STATIC_SHAPES = 0
+    for b, n in [(1, 10), (2, 10), (1, 10), (3, 5), (4, 7), (5, 9)]:
+        u, x = torch.rand(b, 100), torch.rand(b, n, 1)
+        got, want = runner(u, x)[0], dynamic(u, x)[0]
+        assert got.shape == (b, n) and torch.allclose(got, want, atol=1e-5)
+    compiled = [runner.by_shape[k][0] for k in runner.by_shape]
+    assert len(runner.by_shape) == 4 and runner._dynamic is not None
+    assert all(c.inputs[0].get_partial_shape().is_static for c in compiled)
+    assert dynamic.by_shape == {} and dynamic._dynamic[0].inputs[0].get_partial_shape().is_dynamic
+
+
+def test_openvino_runner_falls_back_to_the_dynamic_compile_when_a_static_one_fails(monkeypatch):
+    """Without openvino itself: the runner's shape bookkeeping against a stand-in core."""
+    made = []
+
+    class Compiled:
+        def __init__(self, shapes):
+            self.shapes, self.outputs = shapes, ["y"]
+
+        def create_infer_request(self):
+            return self
+
+        def infer(self, arrays):
+            return {"y": arrays[0] * 2}
+
+    class Model:
+        inputs = ["x"]
+
+        def __init__(self):
+            self.shapes = None
+
+        def reshape(self, mapping):
+            if list(mapping.values())[0][0] == 7:
+                raise RuntimeError("shape arithmetic")
+            self.shapes = list(mapping.values())
+
+    class Core:
+        def read_model(self, path):
+            return Model()
+
+        def compile_model(self, model, device, config):
+            made.append(model.shapes)
+            return Compiled(model.shapes)
+
+    runner = object.__new__(backends._OpenVinoRunner)
+    runner.core, runner.config, runner.path, runner.by_shape, runner._dynamic = Core(), {}, Path("m.onnx"), {}, None
+    for b in (1, 1, 7, 2):
+        out = runner(torch.ones(b, 3))[0]
+        assert torch.equal(out, torch.full((b, 3), 2.0))
+    # one static compile per new shape, the failed one served by a single dynamic compile
+    assert made == [[[1, 3]], None, [[2, 3]]]
+    assert runner.by_shape[((7, 3),)] is runner._dynamic

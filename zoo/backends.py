@@ -200,21 +200,54 @@ class _OrtRunner:
 
 class _OpenVinoRunner:
     """The same ONNX file compiled by OpenVINO for the CPU: fp32 unless asked (OpenVINO would
-    otherwise downcast to bf16 by itself on CPUs with AMX), or bf16 (`precision="bf16"`)."""
+    otherwise downcast to bf16 by itself on CPUs with AMX), or bf16 (`precision="bf16"`).
+
+    The file has a dynamic batch axis; OpenVINO runs a graph compiled for static shapes about 7 %
+    faster (MHAF-YOLO-N, fp32, measured side by side). So each new set of input shapes gets its own
+    static compile, up to `STATIC_SHAPES` of them (an eval sees one or two: the batch and the last,
+    smaller one); past that, or where a graph will not take static shapes, the dynamic compile runs."""
+
+    STATIC_SHAPES = 4
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "f32"):
         import openvino as ov
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        self.core = ov.Core()
+        self.config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
         self.path = Path(path)
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.by_shape: dict[tuple, tuple] = {}
+        self._dynamic = None
+
+    def _compile(self, shapes: tuple | None):
+        model = self.core.read_model(str(self.path))
+        if shapes is not None:
+            model.reshape({port: list(shape) for port, shape in zip(model.inputs, shapes)})
+        compiled = self.core.compile_model(model, "CPU", self.config)
+        return compiled, compiled.create_infer_request()
+
+    def _for(self, shapes: tuple):
+        hit = self.by_shape.get(shapes)
+        if hit is not None:
+            return hit
+        if len(self.by_shape) < self.STATIC_SHAPES:
+            try:
+                hit = self._compile(shapes)
+            except RuntimeError:   # a graph whose shape arithmetic needs the dynamic form
+                hit = None
+        if hit is None:
+            if self._dynamic is None:
+                self._dynamic = self._compile(None)
+            hit = self._dynamic
+        if len(self.by_shape) < self.STATIC_SHAPES:
+            self.by_shape[shapes] = hit
+        return hit
 
     def __call__(self, *args):
-        res = self.request.infer([_numpy(a) for a in args])
+        arrays = [_numpy(a) for a in args]
+        compiled, request = self._for(tuple(a.shape for a in arrays))
+        res = request.infer(arrays)
         device = args[0].device if args and isinstance(args[0], torch.Tensor) else torch.device("cpu")
-        return [torch.from_numpy(res[o].copy()).to(device) for o in self.compiled.outputs]
+        return [torch.from_numpy(res[o].copy()).to(device) for o in compiled.outputs]
 
     def __deepcopy__(self, memo):
         return self
