@@ -20,8 +20,11 @@ exported by the same exporter, sessions with the same settings), openvino where 
 with --compile (slow to build), and openvino-bf16 where asked for (both sides' graphs in bf16, on a
 CPU with bf16 arithmetic). The "best" row compares fp32 paths only; with openvino-bf16 a last row
 sets our bf16 path against the official best fp32 one (a precision change: `zoo eval --backend
-openvino-bf16` says what it costs the metric). Every path's output is checked against the official eager output
-(or ours, without the official code) before timing; "max abs" is that check.
+openvino-bf16` says what it costs the metric). With --int8 both sides' graphs are also quantised by
+`zoo export --int8`'s quantiser on the same calibration batches and timed in each fp32 runtime asked
+for, in their own rows, never in the "best" one; the int8 line under the table gives what int8 costs
+our metric on the eval set, judged by the task's int8 tolerance. Every path's output is checked against
+the official eager output (or ours, without the official code) before timing; "max abs" is that check.
 """
 
 from __future__ import annotations
@@ -250,6 +253,59 @@ def _ov(model, args, task, tmp, name, threads, precision="f32"):
     return lambda: runner(*args)
 
 
+def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_side, paths, checks, res) -> list[str]:
+    """`--int8`: each side's graph quantised by `zoo export --int8`'s own quantiser on the same
+    calibration batches, in each fp32 runtime asked for; our int8 file's metric on the eval set
+    against our fp32 eager one, judged by the task's int8 tolerance. Returns the backend names added."""
+    import torch
+
+    from zoo.backends import _OrtRunner, from_file
+    from zoo.loading import dataset_for, options_for
+    from zoo.verbs.export import _judge, calibration_batches, quantise_onnx
+    if not loaded.tag or not task.int8_tolerance:
+        res["notes"].append("int8: needs a checkpoint and a task with an int8 tolerance; not measured")
+        return []
+    runtimes = [b for b in backends if b in ("onnxruntime", "openvino")]
+    opts = options_for(loaded, "eval", None)
+    batches, calibration = calibration_batches(loaded, opts)
+    # one sample per batch: min/max calibration sees the same values, and a graph exported with a
+    # fixed batch of 1 (the official side's) takes them
+    singles = [tuple(a[i:i + 1] for a in b) for b in batches for i in range(len(b[0]))]
+    added, files = [], {}
+    for side, module in sides:
+        src = Path(_onnx_file(module, inputs, task, onnx_dir, side))
+        dst = src.with_name(f"{side}.int8.onnx")
+        if not dst.exists():
+            _log(f"{loaded.name}: quantising {side} ({calibration})")
+            quantise_onnx(src, dst, singles)
+        files[side] = dst
+        for rt in runtimes:
+            runner = _OrtRunner(dst, args_ns.threads) if rt == "onnxruntime" else _ov_file(dst, args_ns.threads)
+            fn = (lambda r=runner: r(*inputs))
+            with torch.inference_mode():
+                checks[(side, f"int8 {rt}")] = _max_abs(ref_side[side], fn())
+            paths[(side, f"int8 {rt}")] = fn
+            if f"int8 {rt}" not in added:
+                added.append(f"int8 {rt}")
+    if runtimes:
+        rt = runtimes[-1]
+        _log(f"{loaded.name}: evaluating fp32 eager and our int8 {rt} on the eval set")
+        eval_ds, dataset = dataset_for(loaded, None, None, "test", opts)
+        int8_model = from_file(loaded, files["ours"], rt, options=opts)
+        with torch.inference_mode():
+            before = task.evaluate(loaded.model, eval_ds, opts)
+            after = task.evaluate(int8_model, eval_ds, opts)
+        metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+        res["int8"] = {"runtime": rt, "dataset": dataset, "metric": metric, "fp32_eager": b, "int8": a,
+                       "change": change, "allowed": allowed, "within": ok, "calibration": calibration}
+    return added
+
+
+def _ov_file(path, threads):
+    from zoo.backends import _OpenVinoRunner
+    return _OpenVinoRunner(path, threads)
+
+
 def _flat(out):
     import torch
     if isinstance(out, torch.Tensor):
@@ -372,6 +428,10 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
             except Exception as exc:   # a path that cannot take this model: say so, time the others
                 res["notes"].append(f"{side} {b}: not available ({type(exc).__name__}: "
                                     f"{' '.join(str(exc).split())[:140]})")
+    int8_backends = []
+    if args_ns.int8:
+        int8_backends = _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_side,
+                                    paths, checks, res)
     times = {k: [] for k in paths}
     _log(f"{name}: timing {len(paths)} paths, {args_ns.repeats} interleaved rounds")
     with torch.inference_mode():
@@ -385,14 +445,15 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                 times[k].append(time.perf_counter() - t0)
     tmp.cleanup()
     p50 = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    for b in backends:
+    for b in backends + int8_backends:
         o, f = p50.get(("ours", b)), p50.get(("official", b))
         if o is None and f is None:
             continue
         res["rows"].append({"backend": b + (" (fused)" if b == "eager" and ours_fused is not ours else ""),
                             "ours_ms": o, "official_ms": f, "ratio": (o / f) if o and f else None,
                             "ours_max_abs": checks.get(("ours", b)), "official_max_abs": checks.get(("official", b))})
-    fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED_PRECISION}   # the "best" row is fp32 only
+    fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED_PRECISION and k[1] not in int8_backends}
+    # (the "best" row is fp32 only)
     best_o = min(((v, k[1]) for k, v in fp32.items() if k[0] == "ours"), default=None)
     best_f = min(((v, k[1]) for k, v in fp32.items() if k[0] == "official"), default=None)
     if best_o:
@@ -404,12 +465,13 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
                             "ours_ms": best_o[0], "official_ms": best_f[0] if best_f else None,
                             "ratio": best_o[0] / best_f[0] if best_f else None, "paired_ratio": paired,
                             "goal": GOALS.get(name)})
-    for b in REDUCED_PRECISION:
+    for b in [*REDUCED_PRECISION, *int8_backends]:
         if ("ours", b) in p50 and best_f:
             paired = statistics.median(o / f for o, f in zip(times[("ours", b)], times[("official", best_f[1])]))
             res["rows"].append({"backend": f"ours {b} vs official best fp32 ({best_f[1]})", "ours_ms": p50[("ours", b)],
                                 "official_ms": best_f[0], "ratio": p50[("ours", b)] / best_f[0],
-                                "paired_ratio": paired, "precision": "bf16 vs fp32"})
+                                "paired_ratio": paired,
+                                "precision": ("int8" if b in int8_backends else "bf16") + " vs fp32"})
     res["spread_ms"] = {f"{k[0]} {k[1]}": [round(statistics.quantiles(v, n=10)[0] * 1e3, 1),
                                            round(statistics.quantiles(v, n=10)[-1] * 1e3, 1)]
                         for k, v in times.items() if len(v) >= 2}
@@ -454,6 +516,9 @@ def main(argv=None) -> dict:
                     help="comma-separated: eager, onnxruntime, openvino, openvino-bf16, compile")
     ap.add_argument("--skip", default="", help="side:backend pairs not to build, e.g. official:onnxruntime")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
+    ap.add_argument("--int8", action="store_true",
+                    help="also time both sides quantised to int8 (zoo export --int8's quantiser, same calibration) "
+                         "and measure what int8 costs our metric on the eval set")
     ap.add_argument("--onnx-dir", metavar="DIR", help="keep each side's ONNX export here and reuse it next run")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--out", metavar="FILE.json", help="also write the results here (exporters print to stdout)")
@@ -485,6 +550,11 @@ def main(argv=None) -> dict:
             paired = f" (paired {r['paired_ratio']:.3f})" if r.get("paired_ratio") is not None else ""
             print(f"{r['backend']:34} | {m['threads']:7} | {_fmt(r['ours_ms']):>7} | {_fmt(r['official_ms']):>11} | "
                   f"{_fmt(r['ratio'], '.3f'):>5}{paired}{goal} | {_fmt(r.get('ours_max_abs'), '.2g')}")
+        if m.get("int8"):
+            q = m["int8"]
+            print(f"  int8 accuracy ({q['runtime']}, {q['dataset']} eval set): {q['metric']} fp32 eager {q['fp32_eager']:.4g} "
+                  f"-> int8 {q['int8']:.4g} ({q['change']:+.4g}; allowed {q['allowed']}: "
+                  + ("within" if q["within"] else "OUTSIDE") + ")")
         print(f"  10th-90th percentile ms: {m['spread_ms']}; load average {m['load_average']}")
         for n in m["notes"]:
             print(f"  note: {n}")

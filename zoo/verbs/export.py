@@ -230,14 +230,56 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+def calibration_batches(loaded, options: dict, *, fuse: bool = True) -> tuple[list[tuple], str]:
+    """The inputs int8 calibration sees: a few dozen batches of the task's training data (its test
+    split where it has no other), as the model's exported graph receives them; and their description."""
+    from zoo.backends import record_inputs
+    from zoo.loading import dataset_for
+
+    task, dataset = loaded.task, loaded.dataset
+    split = "train" if "train" in task.splits_of(dataset) else "test"
+    bsz = int(options.get("batch_size") or task.default_batch_size)
+    calib_opts = {**options, "augment": False, "limit": CALIBRATION_BATCHES * bsz}
+    calib_ds, _ = dataset_for(loaded, None, None, split, calib_opts)
+    batches = record_inputs(loaded, calib_ds, calib_opts, CALIBRATION_BATCHES, fuse=fuse)
+    if not batches:
+        raise ExportError(f"no calibration data: the {split} split of {dataset} gave no batches")
+    return batches, f"{len(batches)} batches of {dataset} {split}"
+
+
+def quantise_onnx(src: Path, dst: Path, batches: list[tuple]) -> None:
+    """Static int8 (QDQ, per-channel weights) of the ONNX file `src` into `dst` with onnxruntime's
+    quantiser, calibrated on `batches` (fed to the graph's inputs in order)."""
+    import onnx
+    import onnxruntime.quantization as oq
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+
+    class Reader(oq.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([dict(zip(names, b)) for b in batches])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    # only the matrix products are quantised (their int8 kernels are where the time goes;
+    # quantising adds, muls and activations too cost DeepONet rel_l2 0.0247 vs 0.0190), and
+    # the last one before each output stays fp32 (MHAF-YOLO-N trees mAP50 -1.2 vs -2.3 points)
+    with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
+        oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ,
+                           op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=last_products(graph),
+                           per_channel=True,
+                           activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
+                           calibrate_method=oq.CalibrationMethod.MinMax)
+
+
 def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
     """Static int8 (QDQ, per-channel weights) of the exported model with onnxruntime's quantiser,
     calibrated on a few dozen batches of the task's training data; the eval set's metric is measured
     before (fp32 eager) and after (the int8 file in its runtime). Past the task's tolerance: ExportError,
     the fp32 file kept and no int8 file left."""
-    import onnxruntime.quantization as oq
-
-    from zoo.backends import Reference, from_file, record_inputs, time_backends
+    from zoo.backends import Reference, from_file, time_backends
     from zoo.loading import dataset_for
 
     task, fmt = loaded.task, res["format"]
@@ -246,40 +288,14 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
     if final.exists():
         raise ExportError(f"{final}: exists; remove it or choose another --out (nothing is overwritten)")
     eval_ds, _ = dataset_for(loaded, None, None, "test", options)
-    dataset = loaded.dataset
-    split = "train" if "train" in task.splits_of(dataset) else "test"
-    bsz = int(options.get("batch_size") or task.default_batch_size)
-    calib_opts = {**options, "augment": False, "limit": CALIBRATION_BATCHES * bsz}
-    calib_ds, _ = dataset_for(loaded, None, None, split, calib_opts)
-    batches = record_inputs(loaded, calib_ds, calib_opts, CALIBRATION_BATCHES, fuse=fuse)
-    if not batches:
-        raise ExportError(f"no calibration data: the {split} split of {dataset} gave no batches")
-
-    class Reader(oq.CalibrationDataReader):
-        def __init__(self, names):
-            self.items = iter([dict(zip(names, b)) for b in batches])
-
-        def get_next(self):
-            return next(self.items, None)
-
+    batches, calibration = calibration_batches(loaded, options, fuse=fuse)
     base = Reference(loaded, None, options, fuse)
     src = base.onnx_file(None) if fmt == "openvino" else path   # the fp32 graph to quantise
     tmp = temp_path(final)
     q_onnx = Path(str(tmp) + ".q.onnx")
     t0 = time.perf_counter()
     try:
-        import onnx
-        graph = onnx.load(str(src), load_external_data=False).graph
-        names = [i.name for i in graph.input]
-        # only the matrix products are quantised (their int8 kernels are where the time goes;
-        # quantising adds, muls and activations too cost DeepONet rel_l2 0.0247 vs 0.0190), and
-        # the last one before each output stays fp32 (MHAF-YOLO-N trees mAP50 -1.2 vs -2.3 points)
-        with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
-            oq.quantize_static(str(src), str(q_onnx), Reader(names), quant_format=oq.QuantFormat.QDQ,
-                               op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=last_products(graph),
-                               per_channel=True,
-                               activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
-                               calibrate_method=oq.CalibrationMethod.MinMax)
+        quantise_onnx(src, q_onnx, batches)
         runtime = "onnxruntime" if fmt == "onnx" else "openvino"
         int8_model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
         with torch.inference_mode():
@@ -291,7 +307,7 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
         latency = time_backends({"fp32 eager": base.eager(), f"fp32 {runtime}": fp32_runtime,
                                  f"int8 {runtime}": int8_model}, base.args, base.method, budget_s=4.0)
         out = {"path": str(final), "runtime": runtime, "metric": metric, "before": b, "after": a,
-               "change": change, "allowed": allowed, "calibration": f"{len(batches)} batches of {dataset} {split}",
+               "change": change, "allowed": allowed, "calibration": calibration,
                "parity_max_abs": int8_model.parity, "metrics_fp32": before, "metrics_int8": after,
                "latency_ms": {k: round(v, 3) for k, v in latency.items()},
                "example_input": [list(x.shape) for x in base.args]}
