@@ -29,6 +29,7 @@ def test_tolerances_are_judged_in_the_metric_s_direction():
 def test_the_tasks_declare_their_tolerances():
     assert get_task("detection").int8_tolerance == {"mAP50": ("drop", 0.01)}
     assert get_task("operator").int8_tolerance == {"rel_l2": ("rel_increase", 0.05)}
+    assert get_task("pde-rollout").int8_tolerance == {"rollout_rel_l2": ("rel_increase", 0.05)}
     assert get_task("classification").int8_tolerance == {"top1": ("drop", 1.0)}
     assert get_task("language-model").int8_tolerance == {}
 
