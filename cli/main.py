@@ -190,6 +190,8 @@ def _model_info(data: dict) -> None:
             _say(f"{data['name']}.{tag}{star}: dataset {ck['dataset']}, {ck['repo']}@{ck['revision'][:12]}, "
                  f"licence {ck['license']}")
             _say(f"  made by: {ck['made_by']}")
+            if ck.get("note"):   # how it was trained and what its learning curve says
+                _say(f"  note: {ck['note']}")
 
 
 def _definitions(data: dict) -> None:

@@ -65,6 +65,9 @@ def test_info_fits_80_columns_and_counts_are_integers():
     assert params and all(isinstance(v, int) for v in params)
     # checkpoint names whole on one line
     assert re.search(r"^mhaf-yolo-n\.trees \(default\)", text, re.M)
+    # and the checkpoint's note (how it was trained, what its curve says) is shown, not only in --json
+    note = next(ck["note"] for ck in data["checkpoints"].values())
+    assert " ".join(note.split()[:6]) in " ".join(text.split())
 
 
 def test_info_shows_metric_definitions_without_importing_torch():
