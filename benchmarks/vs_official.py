@@ -45,7 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo.backends import OPENVINO_PRECISION, REDUCED_PRECISION, available_backends  # noqa: E402
+from zoo.backends import (OPENVINO_PRECISION, REDUCED_PRECISION, _OpenVinoRunner, _OrtRunner,  # noqa: E402
+                          available_backends)
 
 DEFAULT_MODELS = ("mhaf-yolo-n", "mhaf-yolo-s", "drift-net-t", "sinenet-8")
 GOALS = {"mhaf-yolo-n": 0.7, "mhaf-yolo-s": 0.7, "drift-net-t": 0.8, "sinenet-8": 0.8}
@@ -248,7 +249,6 @@ def _ort(model, args, task, tmp, name, threads):
 
 def _ov(model, args, task, tmp, name, threads, precision="f32"):
     # zoo's own OpenVINO runner for both sides: the same compile settings and shape handling
-    from zoo.backends import _OpenVinoRunner
     runner = _OpenVinoRunner(_onnx_file(model, args, task, tmp, name), threads, precision)
     return lambda: runner(*args)
 
@@ -259,7 +259,7 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
     against our fp32 eager one, judged by the task's int8 tolerance. Returns the backend names added."""
     import torch
 
-    from zoo.backends import _OrtRunner, from_file
+    from zoo.backends import from_file
     from zoo.loading import dataset_for, options_for
     from zoo.verbs.export import _judge, calibration_batches, quantise_onnx
     if not loaded.tag or not task.int8_tolerance:
@@ -280,7 +280,7 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
             quantise_onnx(src, dst, singles)
         files[side] = dst
         for rt in runtimes:
-            runner = _OrtRunner(dst, args_ns.threads) if rt == "onnxruntime" else _ov_file(dst, args_ns.threads)
+            runner = (_OrtRunner if rt == "onnxruntime" else _OpenVinoRunner)(dst, args_ns.threads)
             fn = (lambda r=runner: r(*inputs))
             with torch.inference_mode():
                 checks[(side, f"int8 {rt}")] = _max_abs(ref_side[side], fn())
@@ -299,11 +299,6 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
         res["int8"] = {"runtime": rt, "dataset": dataset, "metric": metric, "fp32_eager": b, "int8": a,
                        "change": change, "allowed": allowed, "within": ok, "calibration": calibration}
     return added
-
-
-def _ov_file(path, threads):
-    from zoo.backends import _OpenVinoRunner
-    return _OpenVinoRunner(path, threads)
 
 
 def _flat(out):
@@ -452,8 +447,8 @@ def measure(name: str, official_root: str | None, args_ns) -> dict:
         res["rows"].append({"backend": b + (" (fused)" if b == "eager" and ours_fused is not ours else ""),
                             "ours_ms": o, "official_ms": f, "ratio": (o / f) if o and f else None,
                             "ours_max_abs": checks.get(("ours", b)), "official_max_abs": checks.get(("official", b))})
+    # the "best" row is fp32 only
     fp32 = {k: v for k, v in p50.items() if k[1] not in REDUCED_PRECISION and k[1] not in int8_backends}
-    # (the "best" row is fp32 only)
     best_o = min(((v, k[1]) for k, v in fp32.items() if k[0] == "ours"), default=None)
     best_f = min(((v, k[1]) for k, v in fp32.items() if k[0] == "official"), default=None)
     if best_o:
