@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from zoo.errors import ConfigError
 from zoo.tasks import get_task
@@ -52,6 +53,64 @@ def test_the_last_product_before_each_output_stays_fp32():
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "y", "z")]
     graph = helper.make_graph(nodes, "g", [vi[0]], vi[1:])
     assert sorted(last_products(graph)) == ["second", "side"]
+
+
+def test_the_output_tail_is_the_last_products_and_everything_after_them():
+    from onnx import TensorProto, helper
+
+    from zoo.verbs.export import output_tail
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="first"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="act"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="second"),
+             helper.make_node("Add", ["h2", "b"], ["h3"], name="bias"),
+             helper.make_node("Sigmoid", ["h3"], ["y"], name="decode")]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "g", [vi[0]], vi[1:])
+    assert output_tail(graph) == ["bias", "decode", "second"]
+
+
+class _ConvNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1),
+                                  torch.nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = h + torch.relu(self.b(h))
+        return torch.sigmoid(self.c(h)) * 2.0
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_each_runtime_gets_the_int8_graph_its_kernels_take(tmp_path, runtime):
+    """OpenVINO: zero-point-free int8 activations into the convolutions only. onnxruntime: uint8
+    activations around every op so its DQ-op-Q fusions apply. Both: the last conv and what follows fp32."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from zoo.verbs.export import quantise_onnx
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    torch.onnx.export(_ConvNet().eval(), (torch.randn(1, 3, 16, 16),), str(src), dynamo=False)
+    rng = np.random.default_rng(0)
+    quantise_onnx(src, dst, [(rng.standard_normal((1, 3, 16, 16)).astype(np.float32),) for _ in range(4)], runtime)
+    graph = onnx.load(str(dst)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    activation_q = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert activation_q
+    requantised = {producer[q.input[0]].op_type for q in activation_q if q.input[0] in producer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert inits[convs[-1].input[1]].dtype == np.float32   # the conv before the output keeps fp32 weights ...
+    assert not requantised & {"Sigmoid", "Mul"}             # ... and what follows it is not requantised
+    assert all(producer[c.input[1]].op_type == "DequantizeLinear" for c in convs[:-1])   # int8 weights
+    zero_points = [inits[q.input[2]] for q in activation_q]
+    if runtime == "openvino":
+        assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+        assert "Add" not in requantised   # only the matrix products' inputs and outputs
+    else:
+        assert all(z.dtype == np.uint8 for z in zero_points)
+        assert "Add" in requantised   # the op between convolutions is quantised too
 
 
 def test_a_task_without_a_tolerance_refuses_int8(tmp_path):

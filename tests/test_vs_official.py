@@ -27,7 +27,7 @@ def test_int8_rows_are_timed_beside_fp32_and_carry_their_accuracy(tmp_path):
     best = next(k for k in rows if k.startswith("best:"))
     assert "int8" not in best
     assert 0 < rows["int8 onnxruntime"]["ours_max_abs"] < 0.1 and rows["int8 onnxruntime"]["ours_ms"] > 0
-    q = m["int8"]
+    (q,) = m["int8"]
     assert q["metric"] == "rel_l2" and q["runtime"] == "onnxruntime" and q["int8"] > 0
     assert q["within"] == (q["int8"] <= q["fp32_eager"] * 1.05)
-    assert (tmp_path / "deeponet-1x100" / "ours.int8.onnx").is_file()
+    assert (tmp_path / "deeponet-1x100" / "ours.int8-onnxruntime.onnx").is_file()

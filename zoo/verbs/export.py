@@ -4,8 +4,10 @@ and compared with PyTorch on the task's example input. Past the tolerance: Expor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field
@@ -247,12 +249,57 @@ def calibration_batches(loaded, options: dict, *, fuse: bool = True) -> tuple[li
     return batches, f"{len(batches)} batches of {dataset} {split}"
 
 
-def quantise_onnx(src: Path, dst: Path, batches: list[tuple]) -> None:
-    """Static int8 (QDQ, per-channel weights) of the ONNX file `src` into `dst` with onnxruntime's
-    quantiser, calibrated on `batches` (fed to the graph's inputs in order)."""
+def output_tail(graph) -> list[str]:
+    """The last matrix products before the outputs (`last_products`) and every node after them:
+    the part of the graph whose rounding lands in the outputs unsoftened (a detector's box decode)."""
+    last = set(last_products(graph))
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    tail, stack = set(last), [o for n in graph.node if n.name in last for o in n.output]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name not in tail:
+                tail.add(node.name)
+                stack.extend(node.output)
+    return sorted(tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Recipe:
+    """How the graph is quantised for one runtime: its int8 kernels want different graphs.
+    Measured on MHAF-YOLO-N at 640, 2 threads, fp32 graph of the same runtime = 1.0:
+    OpenVINO 0.73 with its recipe (1.52 with zero-pointed int8 activations, the single recipe before);
+    onnxruntime 0.70 with its recipe (2.35 with that single recipe, 1.33 with u8 activations but only
+    the matrix products quantised)."""
+    ops: tuple[str, ...] | None          # None: every op the quantiser knows
+    activations: str                     # "int8" | "uint8"
+    symmetric: bool                      # activations without a zero point
+    exclude: Callable                    # graph -> names of nodes kept fp32
+
+
+INT8_RECIPES = {
+    # OpenVINO runs a Conv/MatMul whose inputs are symmetric int8 on its int8 kernels directly; a zero
+    # point costs a subtraction per layer. Activations between products stay fp32 (quantising them
+    # too was slower: 0.85).
+    "openvino": Int8Recipe(tuple(QUANTISED_OPS), "int8", True, last_products),
+    # onnxruntime fuses DequantizeLinear -> op -> QuantizeLinear into one int8 kernel only where the
+    # op's output is quantised again, so the activations between the products are quantised too;
+    # u8 activations are what its x86 kernels take. The detector's box decode stays fp32 (with it
+    # quantised, MHAF-YOLO-N's mAP50 fell to 0).
+    "onnxruntime": Int8Recipe(None, "uint8", False, output_tail),
+}
+
+
+def quantise_onnx(src: Path, dst: Path, batches: list[tuple], runtime: str = "onnxruntime") -> None:
+    """Static int8 (QDQ, per-channel int8 weights) of the ONNX file `src` into `dst` with
+    onnxruntime's quantiser, calibrated on `batches` (fed to the graph's inputs in order), shaped
+    for `runtime`'s int8 kernels (`INT8_RECIPES`)."""
     import onnx
     import onnxruntime.quantization as oq
 
+    recipe = INT8_RECIPES[runtime]
     graph = onnx.load(str(src), load_external_data=False).graph
     names = [i.name for i in graph.input]
 
@@ -263,15 +310,14 @@ def quantise_onnx(src: Path, dst: Path, batches: list[tuple]) -> None:
         def get_next(self):
             return next(self.items, None)
 
-    # only the matrix products are quantised (their int8 kernels are where the time goes;
-    # quantising adds, muls and activations too cost DeepONet rel_l2 0.0247 vs 0.0190), and
-    # the last one before each output stays fp32 (MHAF-YOLO-N trees mAP50 -1.2 vs -2.3 points)
+    activations = oq.QuantType.QInt8 if recipe.activations == "int8" else oq.QuantType.QUInt8
     with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
         oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ,
-                           op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=last_products(graph),
-                           per_channel=True,
-                           activation_type=oq.QuantType.QInt8, weight_type=oq.QuantType.QInt8,
-                           calibrate_method=oq.CalibrationMethod.MinMax)
+                           op_types_to_quantize=list(recipe.ops) if recipe.ops else None,
+                           nodes_to_exclude=recipe.exclude(graph), per_channel=True,
+                           activation_type=activations, weight_type=oq.QuantType.QInt8,
+                           calibrate_method=oq.CalibrationMethod.MinMax,
+                           extra_options={"ActivationSymmetric": recipe.symmetric})
 
 
 def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
@@ -293,10 +339,10 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
     src = base.onnx_file(None) if fmt == "openvino" else path   # the fp32 graph to quantise
     tmp = temp_path(final)
     q_onnx = Path(str(tmp) + ".q.onnx")
+    runtime = "onnxruntime" if fmt == "onnx" else "openvino"
     t0 = time.perf_counter()
     try:
-        quantise_onnx(src, q_onnx, batches)
-        runtime = "onnxruntime" if fmt == "onnx" else "openvino"
+        quantise_onnx(src, q_onnx, batches, runtime)
         int8_model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
         with torch.inference_mode():
             before = task.evaluate(base.model, eval_ds, options)
