@@ -24,8 +24,8 @@ openvino-bf16` says what it costs the metric). With --int8 both sides' graphs ar
 `zoo export --int8`'s quantiser on the same calibration batches, with each runtime's own recipe, and
 timed in each fp32 runtime asked for, in their own rows, never in the "best" one; the int8 lines under
 the table give what each runtime's int8 graph costs our metric on the eval set, judged by the task's
-int8 tolerance. Every path's output is checked against
-the official eager output (or ours, without the official code) before timing; "max abs" is that check.
+int8 tolerance. Every path's output is checked against the official eager output (or ours, without
+the official code) before timing; "max abs" is that check.
 """
 
 from __future__ import annotations
