@@ -425,6 +425,8 @@ def export(name: str,
                   f"int8 {q['runtime']} {q['after']:.4g} (change {q['change']:+.4g}, allowed {q['allowed']})",
                   highlight=False, soft_wrap=True)
         out.print("latency ms: " + ", ".join(f"{k} {v:.3g}" for k, v in q["latency_ms"].items()), highlight=False)
+        for note in q.get("notes", []):
+            out.print(f"note: {note}", highlight=False)
 
 
 @app.command()

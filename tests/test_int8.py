@@ -113,6 +113,80 @@ def test_each_runtime_gets_the_int8_graph_its_kernels_take(tmp_path, runtime):
         assert "Add" in requantised   # the op between convolutions is quantised too
 
 
+class _OutlierNet(torch.nn.Module):
+    """Two branches of the same spread, except that `hot` has one element 50 times the rest: its
+    per-tensor int8 step is set by that element, and the rest of the tensor is rounded coarsely."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c, self.d = torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 8, 1)
+        self.out = torch.nn.Conv2d(16, 4, 1)
+        spike = torch.zeros(1, 8, 16, 16)
+        spike[0, 0, 0, 0] = 50.0
+        self.register_buffer("spike", spike)
+
+    def forward(self, x):
+        hot = torch.relu(self.a(x)) + self.spike
+        cool = torch.relu(self.b(x))
+        return self.out(torch.cat([self.c(hot), self.d(cool)], 1))
+
+
+def test_a_tensor_with_an_outlier_ranks_more_sensitive_than_its_twin(tmp_path):
+    import numpy as np
+
+    from zoo.verbs.export import quantise_onnx, sensitivity_ranking
+    torch.manual_seed(0)
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    torch.onnx.export(_OutlierNet().eval(), (torch.randn(2, 3, 16, 16),), str(src), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((2, 3, 16, 16)).astype(np.float32),) for _ in range(4)]
+    quantise_onnx(src, dst, batches, "openvino")
+    ranked = sensitivity_ranking(src, dst, batches, tmp_path / "scratch")
+    position = {readers[0]: i for i, (_, readers) in enumerate(ranked) if len(readers) == 1}
+    assert position["/c/Conv"] < position["/d/Conv"]   # the twin convolutions: the spiked input first
+    assert ranked[0][1] == ["/c/Conv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx", "m.onnx"]   # scratch graphs removed
+
+
+def test_the_accuracy_search_keeps_the_fewest_sensitive_layers_fp32_within_the_share(monkeypatch):
+    """1, 2, 4 ... most sensitive tensors' readers kept fp32, the first within tolerance wins; nothing
+    past the share of matrix products is tried."""
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper
+
+    import zoo.backends
+    from zoo.verbs import export
+    nodes = [helper.make_node("MatMul", [f"t{i}", f"w{i}"], [f"t{i + 1}"], name=f"mm{i}") for i in range(20)]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("t0", "t20")]
+    graph = helper.make_graph(nodes, "g", [vi[0]], vi[1:])
+    monkeypatch.setattr("onnx.load", lambda *a, **k: SimpleNamespace(graph=graph))
+    monkeypatch.setattr(export, "sensitivity_ranking",
+                        lambda *a: [(f"t{i}", [f"mm{i}"]) for i in (7, 3, 11, 5, 2, 13, 17, 1)])
+    calls = []
+    monkeypatch.setattr(export, "quantise_onnx", lambda *a, keep_fp32=(), **k: calls.append(keep_fp32))
+    monkeypatch.setattr(zoo.backends, "from_file", lambda *a, **k: calls[-1])
+
+    def run(needed, share):
+        calls.clear()
+        # the metric recovers once the `needed` most sensitive readers are fp32
+        task = SimpleNamespace(name="t", int8_tolerance={"m": ("drop", 0.01)},
+                               evaluate=lambda model, ds, opts: {"m": 0.9 if len(model) >= needed else 0.5})
+        loaded = SimpleNamespace(task=task)
+        return export._keep_sensitive_fp32(loaded, "src", "q", [], "openvino", None, {}, True, {"m": 0.9}, share,
+                                           [{"sensitive_tensors": 0, "fp32_products": 0, "m": 0.5}], "scratch")
+
+    model, after, kept, search = run(needed=3, share=0.25)
+    assert kept == ["mm11", "mm3", "mm5", "mm7"] and after == {"m": 0.9}
+    assert [s["sensitive_tensors"] for s in search] == [0, 1, 2, 4] and search[-1]["m"] == 0.9
+    model, after, kept, search = run(needed=8, share=0.25)   # 5 of 20 products at most: 8 is never tried
+    assert [s["sensitive_tensors"] for s in search] == [0, 1, 2, 4] and after == {"m": 0.5}
+    assert run(needed=1, share=0.01) is None   # not even one product fits: nothing quantised again
+    assert calls == []
+
+
 def test_a_task_without_a_tolerance_refuses_int8(tmp_path):
     done = run_zoo("export", "gpt-mini.shakespeare", "--int8", "--out", str(tmp_path / "g.onnx"))
     last = done.stderr.strip().splitlines()[-1]

@@ -23,6 +23,15 @@ from zoo.tasks.base import HasDeployView, Reparameterisable
 class ExportOptions(Options):
     atol: float = Field(1e-4, description="absolute parity tolerance against PyTorch")
     rtol: float = Field(1e-4, description="relative parity tolerance (of each output's largest magnitude)")
+    int8_fp32_share: float = Field(0.1, ge=0.0, le=0.5,
+                                   description="--int8 past the task's tolerance: at most this share of the matrix "
+                                               "products may be kept fp32, the most quantisation-sensitive first "
+                                               "(0: no search)")
+
+
+def _say(line: str) -> None:
+    import sys
+    print(line, file=sys.stderr, flush=True)
 
 
 def one_line(text: str) -> str:
@@ -66,7 +75,8 @@ def export(name: str, format: str = "onnx", *, out=None, fuse: bool = True, hub=
     opts = options_for(loaded, "export", options, ExportOptions)
     res = export_loaded(loaded, format, out=out, fuse=fuse, options=opts)
     if int8:
-        res["int8"] = quantise(loaded, res, {k: v for k, v in opts.items() if k not in ("atol", "rtol")}, fuse=fuse)
+        res["int8"] = quantise(loaded, res, {k: v for k, v in opts.items() if k not in ExportOptions.model_fields},
+                               fuse=fuse, fp32_share=float(opts.get("int8_fp32_share", 0.1)))
     return res
 
 
@@ -292,10 +302,11 @@ INT8_RECIPES = {
 }
 
 
-def quantise_onnx(src: Path, dst: Path, batches: list[tuple], runtime: str = "onnxruntime") -> None:
+def quantise_onnx(src: Path, dst: Path, batches: list[tuple], runtime: str = "onnxruntime",
+                  keep_fp32: tuple[str, ...] = ()) -> None:
     """Static int8 (QDQ, per-channel int8 weights) of the ONNX file `src` into `dst` with
     onnxruntime's quantiser, calibrated on `batches` (fed to the graph's inputs in order), shaped
-    for `runtime`'s int8 kernels (`INT8_RECIPES`)."""
+    for `runtime`'s int8 kernels (`INT8_RECIPES`); the nodes named in `keep_fp32` stay fp32 too."""
     import onnx
     import onnxruntime.quantization as oq
 
@@ -314,17 +325,100 @@ def quantise_onnx(src: Path, dst: Path, batches: list[tuple], runtime: str = "on
     with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
         oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ,
                            op_types_to_quantize=list(recipe.ops) if recipe.ops else None,
-                           nodes_to_exclude=recipe.exclude(graph), per_channel=True,
+                           nodes_to_exclude=sorted({*recipe.exclude(graph), *keep_fp32}), per_channel=True,
                            activation_type=activations, weight_type=oq.QuantType.QInt8,
                            calibrate_method=oq.CalibrationMethod.MinMax,
                            extra_options={"ActivationSymmetric": recipe.symmetric})
 
 
-def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
+def sensitivity_ranking(src: Path, qdq: Path, batches: list[tuple], scratch: Path) -> list[tuple[str, list[str]]]:
+    """The quantised tensors of `qdq`, worst first by their signal-to-quantisation-noise ratio
+    (onnxruntime's QDQ debugger, on two calibration samples), each with the nodes of `src` that read
+    it: keeping those fp32 removes that tensor's rounding. Scratch graphs are `scratch`.*.onnx, removed."""
+    import onnx
+    import onnxruntime.quantization as oq
+    import onnxruntime.quantization.qdq_loss_debug as qdq_debug
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+
+    class Reader(oq.CalibrationDataReader):
+        def __init__(self, items):
+            self.items = iter([dict(zip(names, b)) for b in items])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    # every intermediate tensor of both graphs is kept, so two samples, not the calibration batches
+    samples = [tuple(a[i:i + 1] for a in batches[0]) for i in range(min(2, len(batches[0][0])))]
+    activations = {}
+    with _quiet_root_logger():
+        for side, path in (("fp32", src), ("int8", qdq)):
+            augmented = Path(f"{scratch}.{side}.all-tensors.onnx")
+            qdq_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
+            try:
+                activations[side] = qdq_debug.collect_activations(str(augmented), Reader(samples))
+            except Exception:   # a graph whose inputs are not batched on the first axis: one whole batch
+                activations[side] = qdq_debug.collect_activations(str(augmented), Reader(batches[:1]))
+            finally:
+                augmented.unlink(missing_ok=True)
+        errors = qdq_debug.compute_activation_error(
+            qdq_debug.create_activation_matching(activations["int8"], activations["fp32"]))
+    ranked = sorted(errors.items(), key=lambda kv: float(kv[1]["qdq_err"]))
+    return [(tensor, readers[tensor]) for tensor, _ in ranked if readers.get(tensor)]
+
+
+def _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before, fp32_share,
+                         search, scratch):
+    """Past the tolerance: requantise with the readers of the 1, 2, 4, ... most quantisation-sensitive
+    tensors kept fp32, until the metric is within the tolerance or more than `fp32_share` of the
+    graph's matrix products would be fp32. Returns the last (model, metrics, fp32 nodes, search) tried,
+    or None where nothing could be."""
+    import onnx
+
+    from zoo.backends import from_file
+    task = loaded.task
+    graph = onnx.load(str(src), load_external_data=False).graph
+    products = {n.name for n in graph.node if n.op_type in QUANTISED_OPS}
+    limit = int(fp32_share * len(products))
+    ranked = sensitivity_ranking(src, q_onnx, batches, scratch)
+    model = after = None
+    kept: list[str] = []
+    k = 1
+    while k <= len(ranked):
+        nodes = sorted({n for _, readers in ranked[:k] for n in readers})
+        n_products = len(products & set(nodes))
+        if n_products > limit:
+            break
+        metric = next(iter(task.int8_tolerance))
+        _say(f"int8: {metric} {before[metric]:.4g} -> {search[-1][metric]:.4g} is past the {task.name} task's "
+             f"tolerance; quantising again with the readers of the {k} most sensitive tensors kept fp32 "
+             f"({n_products} of {len(products)} matrix products)")
+        quantise_onnx(src, q_onnx, batches, runtime, keep_fp32=tuple(nodes))
+        model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
+        with torch.inference_mode():
+            after = task.evaluate(model, eval_ds, options)
+        kept = nodes
+        metric, *_, ok = _judge(task.int8_tolerance, before, after)
+        search.append({"sensitive_tensors": k, "fp32_products": n_products, metric: after[metric]})
+        if ok:
+            break
+        k *= 2
+    if model is None:   # not even the first tensor's readers fit in the share: nothing tried
+        return None
+    return model, after, kept, search
+
+
+def quantise(loaded, res: dict, options: dict, *, fuse: bool = True, fp32_share: float = 0.1) -> dict:
     """Static int8 (QDQ, per-channel weights) of the exported model with onnxruntime's quantiser,
     calibrated on a few dozen batches of the task's training data; the eval set's metric is measured
-    before (fp32 eager) and after (the int8 file in its runtime). Past the task's tolerance: ExportError,
-    the fp32 file kept and no int8 file left."""
+    before (fp32 eager) and after (the int8 file in its runtime). Past the task's tolerance, the most
+    quantisation-sensitive layers are kept fp32, up to `fp32_share` of the matrix products; past it
+    still: ExportError, the fp32 file kept and no int8 file left."""
     from zoo.backends import Reference, from_file, time_backends
     from zoo.loading import dataset_for
 
@@ -348,6 +442,13 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
             before = task.evaluate(base.model, eval_ds, options)
             after = task.evaluate(int8_model, eval_ds, options)
         metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+        search, kept = [{"sensitive_tensors": 0, "fp32_products": 0, metric: a}], []
+        if not ok and fp32_share > 0:
+            found = _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before,
+                                         fp32_share, search, tmp)
+            if found:
+                int8_model, after, kept, search = found
+                metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
         # latency on the example input, interleaved: fp32 eager, the fp32 graph and int8 in the same runtime
         fp32_runtime = from_file(loaded, src, runtime, options=options, fuse=fuse)
         latency = time_backends({"fp32 eager": base.eager(), f"fp32 {runtime}": fp32_runtime,
@@ -356,10 +457,17 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True) -> dict:
                "change": change, "allowed": allowed, "calibration": calibration,
                "parity_max_abs": int8_model.parity, "metrics_fp32": before, "metrics_int8": after,
                "latency_ms": {k: round(v, 3) for k, v in latency.items()},
-               "example_input": [list(x.shape) for x in base.args]}
+               "example_input": [list(x.shape) for x in base.args],
+               "speedup": latency[f"fp32 {runtime}"] / latency[f"int8 {runtime}"], "notes": [],
+               "fp32_products": kept, "search": search}
+        if out["speedup"] < 1.0:   # small or FFT-bound graphs: the Q/DQ around each product costs more than it saves
+            out["notes"].append(f"int8 {runtime} is slower than fp32 {runtime} here ({latency[f'int8 {runtime}']:.3g} vs "
+                                f"{latency[f'fp32 {runtime}']:.3g} ms on the example input): it saves size, not time")
         if not ok:
+            tried = (f", also with up to {search[-1]['fp32_products']} of the most sensitive matrix products "
+                     f"kept fp32" if len(search) > 1 else "")
             raise ExportError(f"int8 {loaded.full_name} refused: {metric} {b:.4g} -> {a:.4g} on the eval set "
-                              f"({change:+.4g}; the {task.name} task allows {allowed}); fp32 file kept at {path}, "
+                              f"({change:+.4g}; the {task.name} task allows {allowed}{tried}); fp32 file kept at {path}, "
                               f"no int8 file written (latency ms: "
                               + ", ".join(f"{k} {v:.3g}" for k, v in latency.items()) + ")")
         if fmt == "openvino":
