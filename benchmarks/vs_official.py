@@ -254,15 +254,38 @@ def _ov(model, args, task, tmp, name, threads, precision="f32"):
     return lambda: runner(*args)
 
 
-def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_side, paths, checks, res) -> list[str]:
-    """`--int8`: each side's graph quantised by `zoo export --int8`'s own quantiser on the same
-    calibration batches, in each fp32 runtime asked for; our int8 file's metric on the eval set
-    against our fp32 eager one, judged by the task's int8 tolerance. Returns the backend names added."""
+def _judge_ours(loaded, task, src, dst, batches, rt, eval_ds, opts, before) -> dict:
+    """Our int8 graph's metric on the eval set against fp32 eager; past the tolerance, `zoo export
+    --int8`'s search keeps the most sensitive layers fp32 (rewriting `dst`) before it is judged."""
     import torch
 
     from zoo.backends import from_file
+    from zoo.verbs.export import ExportOptions, _judge, _keep_sensitive_fp32
+    _log(f"{loaded.name}: evaluating our int8 {rt} on the eval set")
+    with torch.inference_mode():
+        after = task.evaluate(from_file(loaded, dst, rt, options=opts), eval_ds, opts)
+    metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+    search, kept = [{"sensitive_tensors": 0, "fp32_products": 0, metric: a}], []
+    if not ok:
+        share = ExportOptions.model_fields["int8_fp32_share"].default
+        found = _keep_sensitive_fp32(loaded, src, dst, batches, rt, eval_ds, opts, True, before, share, search,
+                                     dst.with_suffix(".scratch"))
+        if found:
+            _, after, kept, search = found
+            metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+    return {"metric": metric, "fp32_eager": b, "int8": a, "change": change, "allowed": allowed, "within": ok,
+            "fp32_products": len(kept), "search": search}
+
+
+def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_side, paths, checks, res) -> list[str]:
+    """`--int8`: each side's graph quantised by `zoo export --int8`'s own quantiser on the same
+    calibration batches, in each fp32 runtime asked for; our int8 file's metric on the eval set
+    against our fp32 eager one, judged by the task's int8 tolerance after export's accuracy search
+    (the official graph is timed fully quantised). Returns the backend names added."""
+    import torch
+
     from zoo.loading import dataset_for, options_for
-    from zoo.verbs.export import _judge, calibration_batches, quantise_onnx
+    from zoo.verbs.export import calibration_batches, quantise_onnx
     if not loaded.tag or not task.int8_tolerance:
         res["notes"].append("int8: needs a checkpoint and a task with an int8 tolerance; not measured")
         return []
@@ -272,14 +295,19 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
     # one sample per batch: min/max calibration sees the same values, and a graph exported with a
     # fixed batch of 1 (the official side's) takes them
     singles = [tuple(a[i:i + 1] for a in b) for b in batches for i in range(len(b[0]))]
-    added, files = [], {}
+    added, files, judged = [], {}, {}
+    eval_ds, dataset = dataset_for(loaded, None, None, "test", opts)
+    with torch.inference_mode():
+        before = task.evaluate(loaded.model, eval_ds, opts)
     for side, module in sides:
         src = Path(_onnx_file(module, inputs, task, onnx_dir, side))
         for rt in runtimes:   # each runtime gets the graph its int8 kernels want (INT8_RECIPES)
             dst = src.with_name(f"{side}.int8-{rt}.onnx")
-            if not dst.exists():
+            if side == "ours" or not dst.exists():   # ours may be rewritten by the search: always afresh
                 _log(f"{loaded.name}: quantising {side} for {rt} ({calibration})")
                 quantise_onnx(src, dst, singles, rt)
+            if side == "ours":   # judged as `zoo export --int8` judges it, with its accuracy search
+                judged[rt] = _judge_ours(loaded, task, src, dst, singles, rt, eval_ds, opts, before)
             files[side, rt] = dst
             runner = (_OrtRunner if rt == "onnxruntime" else _OpenVinoRunner)(dst, args_ns.threads)
             fn = (lambda r=runner: r(*inputs))
@@ -288,19 +316,7 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
             paths[(side, f"int8 {rt}")] = fn
             if f"int8 {rt}" not in added:
                 added.append(f"int8 {rt}")
-    res["int8"] = []
-    if runtimes:
-        eval_ds, dataset = dataset_for(loaded, None, None, "test", opts)
-        with torch.inference_mode():
-            before = task.evaluate(loaded.model, eval_ds, opts)
-    for rt in runtimes:   # the two runtimes' int8 graphs differ, so each is judged
-        _log(f"{loaded.name}: evaluating our int8 {rt} on the eval set")
-        int8_model = from_file(loaded, files["ours", rt], rt, options=opts)
-        with torch.inference_mode():
-            after = task.evaluate(int8_model, eval_ds, opts)
-        metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
-        res["int8"].append({"runtime": rt, "dataset": dataset, "metric": metric, "fp32_eager": b, "int8": a,
-                            "change": change, "allowed": allowed, "within": ok, "calibration": calibration})
+    res["int8"] = [{"runtime": rt, "dataset": dataset, "calibration": calibration, **judged[rt]} for rt in runtimes]
     return added
 
 
@@ -551,7 +567,8 @@ def main(argv=None) -> dict:
         for q in m.get("int8") or []:
             print(f"  int8 accuracy ({q['runtime']}, {q['dataset']} eval set): {q['metric']} fp32 eager {q['fp32_eager']:.4g} "
                   f"-> int8 {q['int8']:.4g} ({q['change']:+.4g}; allowed {q['allowed']}: "
-                  + ("within" if q["within"] else "OUTSIDE") + ")")
+                  + ("within" if q["within"] else "OUTSIDE") + ")"
+                  + (f", {q['fp32_products']} matrix products kept fp32 by the search" if q.get("fp32_products") else ""))
         print(f"  10th-90th percentile ms: {m['spread_ms']}; load average {m['load_average']}")
         for n in m["notes"]:
             print(f"  note: {n}")
