@@ -274,7 +274,7 @@ def _judge_ours(loaded, task, src, dst, batches, rt, eval_ds, opts, before) -> d
             _, after, kept, search = found
             metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
     return {"metric": metric, "fp32_eager": b, "int8": a, "change": change, "allowed": allowed, "within": ok,
-            "fp32_products": len(kept), "search": search}
+            "fp32_products": search[-1]["fp32_products"], "kept_fp32": kept, "search": search}
 
 
 def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_side, paths, checks, res) -> list[str]:

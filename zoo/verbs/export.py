@@ -459,7 +459,7 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True, fp32_share:
                "latency_ms": {k: round(v, 3) for k, v in latency.items()},
                "example_input": [list(x.shape) for x in base.args],
                "speedup": latency[f"fp32 {runtime}"] / latency[f"int8 {runtime}"], "notes": [],
-               "fp32_products": kept, "search": search}
+               "kept_fp32": kept, "search": search}
         if out["speedup"] < 1.0:   # small or FFT-bound graphs: the Q/DQ around each product costs more than it saves
             out["notes"].append(f"int8 {runtime} is slower than fp32 {runtime} here ({latency[f'int8 {runtime}']:.3g} vs "
                                 f"{latency[f'fp32 {runtime}']:.3g} ms on the example input): it saves size, not time")
