@@ -47,6 +47,17 @@ def test_onnxruntime_stands_in_for_the_model(loaded, cache):
     assert files[0].stat().st_mtime_ns == mtime
 
 
+def test_query_points_shared_by_the_batch_run_on_the_backend(loaded, cache, capsys):
+    """(P, d) points, as MT-DeepONet's Fisher evaluation passes them, go to the graph as (B, P, d)
+    instead of sending the run to eager."""
+    p = backends.prepare(loaded, None, "onnxruntime", cache_dir=cache)
+    u, x = torch.rand(3, 100), torch.rand(37, 1)
+    with torch.inference_mode():
+        want, got = loaded.model(u, x), p(u, x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert "ran_eager_after" not in p.summary() and "running eager" not in capsys.readouterr().err
+
+
 def test_a_drifting_backend_falls_back_with_one_line(loaded, cache, monkeypatch, capsys):
     backends.prepare(loaded, None, "onnxruntime", cache_dir=cache, quiet=True)   # the file, before the patch
     capsys.readouterr()

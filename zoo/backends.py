@@ -493,8 +493,10 @@ class Reference:
             raise ExportError(f"output drifts from eager: max abs error {abs_err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
         if backend != "compile":   # torch.compile guards shapes itself; a second shape would recompile
             self._check_other_batch(runner, atol, rtol)
+        graph_inputs = self.task.graph_inputs if backend != "compile" else (lambda args: args)
         prepared = Prepared(self.model, backend, _Structured(runner, self.ref_out, getattr(self.model, self.method),
-                                                             f"backend {backend} for {self.name}", len(self.args)),
+                                                             f"backend {backend} for {self.name}", len(self.args),
+                                                             graph_inputs),
                             self.method, parity=abs_err, detail=detail)
         if callable(getattr(type(self.model), "detect", None)) and "detect" in _protocol_members(self.task):
             with torch.inference_mode():
@@ -542,9 +544,10 @@ class _Structured:
     input the backend cannot take (a shape its graph was not exported for) runs eager from then on,
     said once in one line."""
 
-    def __init__(self, runner, ref_out, eager: Callable, label: str, n_inputs: int | None = None):
+    def __init__(self, runner, ref_out, eager: Callable, label: str, n_inputs: int | None = None,
+                 graph_inputs: Callable = lambda args: args):
         self.runner, self.ref_out, self.eager, self.label = runner, ref_out, eager, label
-        self.n_inputs = n_inputs
+        self.n_inputs, self.graph_inputs = n_inputs, graph_inputs
         self.failed: str | None = None
 
     def __call__(self, *args, **kwargs):
@@ -555,7 +558,7 @@ class _Structured:
                     # graph's call: OpenVINO would silently reuse the previous call's tensor there
                     raise ExportError(f"called with {len(args)} inputs{' and keywords' if kwargs else ''}, "
                                       f"the graph takes {self.n_inputs}")
-                return _rebuild(self.ref_out, self.runner(*args))
+                return _rebuild(self.ref_out, self.runner(*self.graph_inputs(args)))
             except Exception as exc:   # never a traceback mid-evaluation: eager gives the same answer
                 self.failed = " ".join(str(exc).split())[:200] or type(exc).__name__
                 _say(f"{self.label}: input {[tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]} "
@@ -580,7 +583,8 @@ def from_file(loaded, path: str | Path, runtime: str = "onnxruntime", *, options
     runner = (_OrtRunner if runtime == "onnxruntime" else _OpenVinoRunner)(Path(path))
     abs_err, _, _ = output_errors(base.ref, runner(*base.args))
     return Prepared(base.model, runtime, _Structured(runner, base.ref_out, getattr(base.model, base.method),
-                                                     f"{runtime} {Path(path).name}", len(base.args)),
+                                                     f"{runtime} {Path(path).name}", len(base.args),
+                                                     base.task.graph_inputs),
                     base.method, parity=abs_err, detail={"onnx": str(path)})
 
 

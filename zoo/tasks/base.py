@@ -250,3 +250,8 @@ class Task:
     def dynamic_axes(self, args: tuple) -> list[dict]:
         """ONNX dynamic axes of each example input (default: the batch axis)."""
         return [{0: "batch"} for _ in args]
+
+    def graph_inputs(self, args: tuple) -> tuple:
+        """A call's inputs in the layout the exported graph takes (default: as they are). A task
+        whose models also accept a shorter form (inputs shared by the batch) expands it here."""
+        return args

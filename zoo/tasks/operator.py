@@ -400,6 +400,12 @@ class OperatorTask(Task):
         """Exported graphs take any batch size and any number of query points."""
         return [{0: "batch"}, {0: "batch", 1: "points"}]
 
+    def graph_inputs(self, args):
+        """Query points shared by the batch, (P, d), go to the graph as (B, P, d)."""
+        if len(args) == 2 and args[1].dim() == 2:
+            return args[0], args[1].expand(args[0].shape[0], *args[1].shape)
+        return args
+
     def data_config(self, model):
         return {"branch_input": model.branch_input, "branch_input_means": BRANCH_INPUTS.get(model.branch_input),
                 "input_grid": model.input_grid, "layout": "(branch input (B, ...), query points (B, P, d))"}
