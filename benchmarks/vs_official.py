@@ -306,8 +306,8 @@ def _int8_paths(loaded, sides, inputs, task, onnx_dir, args_ns, backends, ref_si
             if side == "ours" or not dst.exists():   # ours may be rewritten by the search: always afresh
                 _log(f"{loaded.name}: quantising {side} for {rt} ({calibration})")
                 quantise_onnx(src, dst, singles, rt)
-            if side == "ours":   # judged as `zoo export --int8` judges it, with its accuracy search
-                judged[rt] = _judge_ours(loaded, task, src, dst, singles, rt, eval_ds, opts, before)
+            if side == "ours":   # judged as `zoo export --int8` judges it, with its search on the same batches
+                judged[rt] = _judge_ours(loaded, task, src, dst, batches, rt, eval_ds, opts, before)
             files[side, rt] = dst
             runner = (_OrtRunner if rt == "onnxruntime" else _OpenVinoRunner)(dst, args_ns.threads)
             fn = (lambda r=runner: r(*inputs))
