@@ -425,6 +425,11 @@ def export(name: str,
                   f"int8 {q['runtime']} {q['after']:.4g} (change {q['change']:+.4g}, allowed {q['allowed']})",
                   highlight=False, soft_wrap=True)
         out.print("latency ms: " + ", ".join(f"{k} {v:.3g}" for k, v in q["latency_ms"].items()), highlight=False)
+        if len(q.get("search", [])) > 1:
+            last = q["search"][-1]
+            out.print(f"accuracy search: {len(q['search']) - 1} tries; the readers of the {last['sensitive_tensors']} most "
+                      f"sensitive tensors kept fp32 ({last['fp32_products']} matrix products)", highlight=False,
+                      soft_wrap=True)
         for note in q.get("notes", []):
             out.print(f"note: {note}", highlight=False)
 
