@@ -213,7 +213,7 @@ def test_int8_classifier_within_tolerance(tmp_path):
     assert q["metrics_int8"]["samples"] == q["metrics_fp32"]["samples"] == 1000
     assert Path(q["path"]).stat().st_size < out.stat().st_size / 2   # int8 weights
     lat = q["latency_ms"]
-    assert q["speedup"] == pytest.approx(lat["fp32 onnxruntime"] / lat["int8 onnxruntime"], rel=1e-3)
+    assert q["speedup"] == pytest.approx(lat["fp32 onnxruntime"] / lat["int8 onnxruntime"], rel=1e-2)   # latency_ms is rounded
     assert any("slower than fp32" in n for n in q["notes"]) == (q["speedup"] < 1)   # said when it is
     assert q["search"][0]["sensitive_tensors"] == 0 and q["kept_fp32"] == []   # within at once: no search
 
