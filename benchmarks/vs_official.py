@@ -255,24 +255,11 @@ def _ov(model, args, task, tmp, name, threads, precision="f32"):
 
 
 def _judge_ours(loaded, task, src, dst, batches, rt, eval_ds, opts, before) -> dict:
-    """Our int8 graph's metric on the eval set against fp32 eager; past the tolerance, `zoo export
-    --int8`'s search keeps the most sensitive layers fp32 (rewriting `dst`) before it is judged."""
-    import torch
-
-    from zoo.backends import from_file
-    from zoo.verbs.export import ExportOptions, _judge, _keep_sensitive_fp32
+    """Our int8 graph judged as `zoo export --int8` judges it (its accuracy search may rewrite `dst`)."""
+    from zoo.verbs.export import INT8_FP32_SHARE, judge_int8
     _log(f"{loaded.name}: evaluating our int8 {rt} on the eval set")
-    with torch.inference_mode():
-        after = task.evaluate(from_file(loaded, dst, rt, options=opts), eval_ds, opts)
-    metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
-    search, kept = [{"sensitive_tensors": 0, "fp32_products": 0, metric: a}], []
-    if not ok:
-        share = ExportOptions.model_fields["int8_fp32_share"].default
-        found = _keep_sensitive_fp32(loaded, src, dst, batches, rt, eval_ds, opts, True, before, share, search,
-                                     dst.with_suffix(".scratch"))
-        if found:
-            _, after, kept, search = found
-            metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+    _, _, (metric, b, a, change, allowed, ok), kept, search = judge_int8(
+        loaded, src, dst, batches, rt, eval_ds, opts, True, before, INT8_FP32_SHARE, dst.with_suffix(".scratch"))
     return {"metric": metric, "fp32_eager": b, "int8": a, "change": change, "allowed": allowed, "within": ok,
             "fp32_products": search[-1]["fp32_products"], "kept_fp32": kept, "search": search}
 

@@ -15,23 +15,22 @@ from pydantic import Field
 import torch
 
 from zoo._io import temp_path
-from zoo.backends import dynamic_shapes, flatten_outputs, onnx_session, output_errors, write_onnx
+from zoo.backends import _say, dynamic_shapes, flatten_outputs, onnx_session, output_errors, write_onnx
 from zoo.errors import ConfigError, ExportError, UnknownNameError
 from zoo.options import Options
 from zoo.tasks.base import HasDeployView, Reparameterisable
 
+#: --int8's accuracy search may keep at most this share of the matrix products fp32
+INT8_FP32_SHARE = 0.1
+
+
 class ExportOptions(Options):
     atol: float = Field(1e-4, description="absolute parity tolerance against PyTorch")
     rtol: float = Field(1e-4, description="relative parity tolerance (of each output's largest magnitude)")
-    int8_fp32_share: float = Field(0.1, ge=0.0, le=0.5,
+    int8_fp32_share: float = Field(INT8_FP32_SHARE, ge=0.0, le=0.5,
                                    description="--int8 past the task's tolerance: at most this share of the matrix "
                                                "products may be kept fp32, the most quantisation-sensitive first "
                                                "(0: no search)")
-
-
-def _say(line: str) -> None:
-    import sys
-    print(line, file=sys.stderr, flush=True)
 
 
 def one_line(text: str) -> str:
@@ -76,7 +75,7 @@ def export(name: str, format: str = "onnx", *, out=None, fuse: bool = True, hub=
     res = export_loaded(loaded, format, out=out, fuse=fuse, options=opts)
     if int8:
         res["int8"] = quantise(loaded, res, {k: v for k, v in opts.items() if k not in ExportOptions.model_fields},
-                               fuse=fuse, fp32_share=float(opts.get("int8_fp32_share", 0.1)))
+                               fuse=fuse, fp32_share=float(opts.get("int8_fp32_share", INT8_FP32_SHARE)))
     return res
 
 
@@ -259,17 +258,36 @@ def calibration_batches(loaded, options: dict, *, fuse: bool = True) -> tuple[li
     return batches, f"{len(batches)} batches of {dataset} {split}"
 
 
+def _readers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes that read it."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _feed(names: list[str], items: list[tuple]):
+    """`items` (tuples of arrays, in the graph's input order) as onnxruntime's quantiser reads them."""
+    import onnxruntime.quantization as oq
+
+    class Reader(oq.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([dict(zip(names, b)) for b in items])
+
+        def get_next(self):
+            return next(self.items, None)
+    return Reader()
+
+
 def output_tail(graph) -> list[str]:
     """The last matrix products before the outputs (`last_products`) and every node after them:
     the part of the graph whose rounding lands in the outputs unsoftened (a detector's box decode)."""
     last = set(last_products(graph))
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     tail, stack = set(last), [o for n in graph.node if n.name in last for o in n.output]
     while stack:
-        for node in consumers.get(stack.pop(), []):
+        for node in readers.get(stack.pop(), []):
             if node.name not in tail:
                 tail.add(node.name)
                 stack.extend(node.output)
@@ -312,18 +330,10 @@ def quantise_onnx(src: Path, dst: Path, batches: list[tuple], runtime: str = "on
 
     recipe = INT8_RECIPES[runtime]
     graph = onnx.load(str(src), load_external_data=False).graph
-    names = [i.name for i in graph.input]
-
-    class Reader(oq.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([dict(zip(names, b)) for b in batches])
-
-        def get_next(self):
-            return next(self.items, None)
-
     activations = oq.QuantType.QInt8 if recipe.activations == "int8" else oq.QuantType.QUInt8
     with _quiet_root_logger():   # the quantiser logs advice on pre-processing to the root logger
-        oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ,
+        oq.quantize_static(str(src), str(dst), _feed([i.name for i in graph.input], batches),
+                           quant_format=oq.QuantFormat.QDQ,
                            op_types_to_quantize=list(recipe.ops) if recipe.ops else None,
                            nodes_to_exclude=sorted({*recipe.exclude(graph), *keep_fp32}), per_channel=True,
                            activation_type=activations, weight_type=oq.QuantType.QInt8,
@@ -336,23 +346,10 @@ def sensitivity_ranking(src: Path, qdq: Path, batches: list[tuple], scratch: Pat
     (onnxruntime's QDQ debugger, on two calibration samples), each with the nodes of `src` that read
     it: keeping those fp32 removes that tensor's rounding. Scratch graphs are `scratch`.*.onnx, removed."""
     import onnx
-    import onnxruntime.quantization as oq
     import onnxruntime.quantization.qdq_loss_debug as qdq_debug
 
     graph = onnx.load(str(src), load_external_data=False).graph
     names = [i.name for i in graph.input]
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node.name)
-
-    class Reader(oq.CalibrationDataReader):
-        def __init__(self, items):
-            self.items = iter([dict(zip(names, b)) for b in items])
-
-        def get_next(self):
-            return next(self.items, None)
-
     # every intermediate tensor of both graphs is kept, so two samples, not the calibration batches
     samples = [tuple(a[i:i + 1] for a in batches[0]) for i in range(min(2, len(batches[0][0])))]
     activations = {}
@@ -361,15 +358,16 @@ def sensitivity_ranking(src: Path, qdq: Path, batches: list[tuple], scratch: Pat
             augmented = Path(f"{scratch}.{side}.all-tensors.onnx")
             qdq_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
             try:
-                activations[side] = qdq_debug.collect_activations(str(augmented), Reader(samples))
+                activations[side] = qdq_debug.collect_activations(str(augmented), _feed(names, samples))
             except Exception:   # a graph whose inputs are not batched on the first axis: one whole batch
-                activations[side] = qdq_debug.collect_activations(str(augmented), Reader(batches[:1]))
+                activations[side] = qdq_debug.collect_activations(str(augmented), _feed(names, batches[:1]))
             finally:
                 augmented.unlink(missing_ok=True)
         errors = qdq_debug.compute_activation_error(
             qdq_debug.create_activation_matching(activations["int8"], activations["fp32"]))
     ranked = sorted(errors.items(), key=lambda kv: float(kv[1]["qdq_err"]))
-    return [(tensor, readers[tensor]) for tensor, _ in ranked if readers.get(tensor)]
+    readers = _readers(graph)
+    return [(tensor, [n.name for n in readers[tensor]]) for tensor, _ in ranked if readers.get(tensor)]
 
 
 def _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before, fp32_share,
@@ -413,7 +411,28 @@ def _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options
     return model, after, kept, search
 
 
-def quantise(loaded, res: dict, options: dict, *, fuse: bool = True, fp32_share: float = 0.1) -> dict:
+def judge_int8(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before, fp32_share, scratch):
+    """The int8 file `q_onnx`'s metric on the eval set, judged against `before` (fp32 eager) by the
+    task's tolerance; past it, the accuracy search (`_keep_sensitive_fp32`) rewrites `q_onnx` and the
+    last file it tried is judged. Returns (int8 model, metrics, `_judge`'s verdict, nodes kept fp32, search)."""
+    from zoo.backends import from_file
+    task = loaded.task
+    model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
+    with torch.inference_mode():
+        after = task.evaluate(model, eval_ds, options)
+    judged = _judge(task.int8_tolerance, before, after)
+    metric, *_, ok = judged
+    search, kept = [{"sensitive_tensors": 0, "fp32_products": 0, metric: after[metric]}], []
+    if not ok and fp32_share > 0:
+        found = _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before,
+                                     fp32_share, search, scratch)
+        if found:
+            model, after, kept, search = found
+            judged = _judge(task.int8_tolerance, before, after)
+    return model, after, judged, kept, search
+
+
+def quantise(loaded, res: dict, options: dict, *, fuse: bool = True, fp32_share: float = INT8_FP32_SHARE) -> dict:
     """Static int8 (QDQ, per-channel weights) of the exported model with onnxruntime's quantiser,
     calibrated on a few dozen batches of the task's training data; the eval set's metric is measured
     before (fp32 eager) and after (the int8 file in its runtime). Past the task's tolerance, the most
@@ -437,18 +456,11 @@ def quantise(loaded, res: dict, options: dict, *, fuse: bool = True, fp32_share:
     t0 = time.perf_counter()
     try:
         quantise_onnx(src, q_onnx, batches, runtime)
-        int8_model = from_file(loaded, q_onnx, runtime, options=options, fuse=fuse)
         with torch.inference_mode():
             before = task.evaluate(base.model, eval_ds, options)
-            after = task.evaluate(int8_model, eval_ds, options)
-        metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
-        search, kept = [{"sensitive_tensors": 0, "fp32_products": 0, metric: a}], []
-        if not ok and fp32_share > 0:
-            found = _keep_sensitive_fp32(loaded, src, q_onnx, batches, runtime, eval_ds, options, fuse, before,
-                                         fp32_share, search, tmp)
-            if found:
-                int8_model, after, kept, search = found
-                metric, b, a, change, allowed, ok = _judge(task.int8_tolerance, before, after)
+        int8_model, after, judged, kept, search = judge_int8(loaded, src, q_onnx, batches, runtime, eval_ds,
+                                                             options, fuse, before, fp32_share, tmp)
+        metric, b, a, change, allowed, ok = judged
         # latency on the example input, interleaved: fp32 eager, the fp32 graph and int8 in the same runtime
         fp32_runtime = from_file(loaded, src, runtime, options=options, fuse=fuse)
         latency = time_backends({"fp32 eager": base.eager(), f"fp32 {runtime}": fp32_runtime,
